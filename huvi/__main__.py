@@ -1,0 +1,3 @@
+from huvi.cli import main
+
+raise SystemExit(main())

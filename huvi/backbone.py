@@ -1,0 +1,93 @@
+"""The video model: an SD1.5 UNet plus an AnimateDiff motion adapter, and its encoders.
+
+`load_unet` builds the diffusers `UNetMotionModel` (sparse-causal attention installed per config);
+`load_encoders` the VAE, CLIP text encoder and tokenizer; `load_scheduler` the DDPM noise schedule.
+Pretrained parts come from the Hub ids or folders in the config through the usual
+`from_pretrained` calls; `model.source: tiny` builds small random ones in code (huvi.tiny).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from huvi import tiny
+from huvi.attention import set_spatial_attention
+from huvi.config import ModelConfig
+from huvi.errors import HuviError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Encoders:
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+
+
+@cache
+def _tiny() -> dict:
+    return tiny.build_components()
+
+
+def _tiny_copy(name: str):
+    """A fresh copy of one tiny component, so callers may train or move it freely."""
+    return copy.deepcopy(_tiny()[name])
+
+
+def _pretrained(loader, repo: str, **kwargs):
+    """`loader.from_pretrained(repo, **kwargs)`, with a missing download turned into one sentence."""
+    try:
+        return loader.from_pretrained(repo, **kwargs)
+    except (OSError, ValueError) as err:
+        where = f"{repo} ({kwargs['subfolder']})" if "subfolder" in kwargs else repo
+        raise HuviError(
+            f"Could not load {where}: the weights are not on this machine or not in diffusers layout "
+            f"({type(err).__name__}). Fetch them once while online with `hf download {repo}`, or set "
+            f"the model path to a local folder; the tiny preset (--preset tiny) needs no weights."
+        ) from None
+
+
+def zero_motion_outputs(unet: UNetMotionModel) -> None:
+    """Zero every temporal module's proj_out, so untrained motion modules start as the identity."""
+    for name, module in unet.named_modules():
+        if name.endswith("proj_out") and ".motion_modules." in f".{name}":
+            torch.nn.init.zeros_(module.weight)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+
+
+def load_unet(cfg: ModelConfig) -> UNetMotionModel:
+    if cfg.source == "tiny":
+        unet = UNetMotionModel.from_unet2d(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"))
+        zero_motion_outputs(unet)
+    else:
+        unet2d = _pretrained(UNet2DConditionModel, cfg.base, subfolder="unet")
+        adapter = _pretrained(MotionAdapter, cfg.motion_adapter)
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+        del unet2d, adapter
+    set_spatial_attention(unet, cfg.attention, cfg.attention_backend)
+    return unet.eval()
+
+
+def load_encoders(cfg: ModelConfig) -> Encoders:
+    if cfg.source == "tiny":
+        return Encoders(_tiny_copy("vae"), _tiny_copy("text_encoder"), _tiny()["tokenizer"])
+    return Encoders(
+        vae=_pretrained(AutoencoderKL, cfg.base, subfolder="vae").eval(),
+        text_encoder=_pretrained(CLIPTextModel, cfg.base, subfolder="text_encoder").eval(),
+        tokenizer=_pretrained(CLIPTokenizer, cfg.base, subfolder="tokenizer"),
+    )
+
+
+def load_scheduler(cfg: ModelConfig) -> DDPMScheduler:
+    if cfg.source == "tiny":
+        return DDPMScheduler.from_config(_tiny()["scheduler"].config)
+    return _pretrained(DDPMScheduler, cfg.base, subfolder="scheduler")

@@ -1,0 +1,159 @@
+"""On-disk cache of VAE latents and prompt embeddings.
+
+Each clip is encoded once per (file content, model, frame settings), plain and flipped, and the
+prompt once per (text, model); the VAE and text encoder are loaded only when an entry is missing
+and are dropped before the UNet trains. Entries live in `$HUVI_CACHE` (default
+`~/.cache/huvi`), are written atomically, and an unreadable entry is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from huvi.backbone import Encoders
+from huvi.category import Category, clip_frames
+from huvi.config import HuviConfig
+from huvi.errors import HuviError
+from huvi.io import write_safetensors
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the stored layout or the encoding changes
+ENCODE_BATCH = 8  # frames per VAE call
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HUVI_CACHE", Path.home() / ".cache" / "huvi"))
+
+
+@dataclass
+class ClipLatents:
+    latents: torch.Tensor  # (c, f, h, w), scaled by the VAE's scaling_factor
+    flipped: torch.Tensor  # the same clip mirrored left-right before encoding
+
+
+@dataclass
+class CategoryLatents:
+    prompt_embeds: torch.Tensor  # (tokens, dim)
+    clips: dict[str, ClipLatents]
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _model_id(cfg: HuviConfig) -> dict:
+    return {"v": CACHE_VERSION, "source": cfg.model.source, "base": cfg.model.base}
+
+
+def clip_key(path: Path, cfg: HuviConfig) -> str:
+    d = cfg.data
+    frames = {"w": d.width, "h": d.height, "stride": d.stride, "max": d.max_cached_frames, "min": d.frames}
+    return _digest(file_digest(path), _model_id(cfg), frames)
+
+
+def prompt_key(prompt: str, cfg: HuviConfig) -> str:
+    return _digest(prompt.encode(), _model_id(cfg))
+
+
+def _load(path: Path) -> dict[str, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        logger.warning("Cache entry %s is unreadable (%s); rebuilding it.", path.name, err)
+        return None
+
+
+@torch.no_grad()
+def encode_frames(vae, frames, device: torch.device) -> torch.Tensor:
+    """(f, h, w, 3) uint8 -> (c, f, h/s, w/s) latents: the posterior mean times the VAE's scaling_factor."""
+    pixels = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (f, 3, h, w) in [-1, 1]
+    chunks = [vae.encode(chunk).latent_dist.mean for chunk in pixels.split(ENCODE_BATCH)]
+    latents = torch.cat(chunks) * vae.config.scaling_factor  # (f, c, h', w')
+    return latents.permute(1, 0, 2, 3).contiguous().cpu()  # (c, f, h', w')
+
+
+@torch.no_grad()
+def encode_prompt(encoders: Encoders, prompt: str, device: torch.device) -> torch.Tensor:
+    """The text encoder's last hidden state for `prompt`, padded to the tokenizer's length: (tokens, dim)."""
+    tok = encoders.tokenizer
+    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+    return encoders.text_encoder(ids.to(device))[0][0].cpu()
+
+
+def cache_category(
+    category: Category,
+    cfg: HuviConfig,
+    load_encoders: Callable[[], Encoders],
+    device: torch.device,
+    show_progress: bool = True,
+) -> CategoryLatents:
+    """Latents of every clip and the prompt embedding, from the cache or freshly encoded."""
+    root = cache_dir()
+    encoders: Encoders | None = None
+
+    def get_encoders() -> Encoders:
+        nonlocal encoders
+        if encoders is None:
+            encoders = load_encoders()
+            encoders.vae.to(device)
+            encoders.text_encoder.to(device)
+        return encoders
+
+    prompt_path = root / "prompts" / f"{prompt_key(category.prompt, cfg)}.safetensors"
+    stored = _load(prompt_path)
+    if stored is None:
+        stored = {"embeds": encode_prompt(get_encoders(), category.prompt, device)}
+        write_safetensors(prompt_path, stored)
+    prompt_embeds = stored["embeds"]
+
+    clips: dict[str, ClipLatents] = {}
+    failures: list[str] = []
+    for clip in tqdm(category.clips, desc="caching latents", unit="clip", disable=not show_progress):
+        path = root / "latents" / f"{clip_key(clip.path, cfg)}.safetensors"
+        stored = _load(path)
+        if stored is None:
+            try:
+                frames = clip_frames(clip.path, cfg.data)
+            except HuviError as err:
+                failures.append(str(err))
+                continue
+            vae = get_encoders().vae
+            stored = {
+                "latents": encode_frames(vae, frames, device),
+                "flipped": encode_frames(vae, frames[:, :, ::-1].copy(), device),
+            }
+            write_safetensors(path, stored, metadata={"clip": clip.name})
+        clips[clip.name] = ClipLatents(stored["latents"], stored["flipped"])
+    if failures:
+        more = f" ({len(failures) - 1} more clips have problems: run `python -m huvi check --category {category.root}`)" if len(failures) > 1 else ""
+        raise HuviError(failures[0].rstrip(".") + more + ".")
+    if encoders is not None:
+        encoders = None  # free the VAE and text encoder before the UNet trains
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return CategoryLatents(prompt_embeds=prompt_embeds, clips=clips)

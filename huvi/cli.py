@@ -1,0 +1,136 @@
+"""`python -m huvi {train,evaluate,check}`: the command line over the library.
+
+Bad input ends with one sentence on stderr and exit code 2; a clean stop (Ctrl-C, SIGTERM)
+checkpoints and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from huvi.errors import HuviError
+
+logger = logging.getLogger("huvi")
+
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
+def default_preset() -> str:
+    import torch
+
+    return "sd15-24gb" if torch.cuda.is_available() else "tiny"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from huvi.config import load_config
+    from huvi.trainer import train
+
+    stages = ("motion", "dpo") if args.stage == "both" else (args.stage,)
+    if args.resume and (args.set or args.steps or args.preset):
+        raise HuviError("--resume continues a run with the config.yaml it started with; drop --preset, --steps and --set.")
+    overrides = list(args.set or [])
+    if args.steps is not None:
+        overrides += [f"{stage}.steps={args.steps}" for stage in stages]
+    preset = args.preset or default_preset()
+    cfg = load_config(preset, overrides)
+    if not args.resume:
+        logger.info("preset %s%s", preset, "" if args.preset else " (no --preset given: chosen for this machine)")
+
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        logger.warning("stopping after this step (a checkpoint will be written); press Ctrl-C again to abort")
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = train(cfg, args.category, args.out, stages=stages, resume=args.resume, should_stop=lambda: stop["requested"])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for stage, row in result.last.items():
+        print(json.dumps(row))
+    if result.stopped:
+        print(f"Stopped; continue with: python -m huvi train --category {args.category} --out {args.out} --resume", file=sys.stderr)
+        return EXIT_STOPPED
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from huvi.evaluate import evaluate_run
+
+    scores = evaluate_run(args.run, args.category, samples=args.samples)
+    print(json.dumps(scores.as_dict()))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from huvi.category import check_category
+    from huvi.config import load_config
+
+    cfg = load_config(args.preset or default_preset())
+    problems = check_category(args.category, cfg.data)
+    for problem in problems:
+        print(f"{problem.level}: {problem.message}")
+    errors = sum(p.level == "error" for p in problems)
+    if errors:
+        print(f"{args.category}: {errors} problem(s) to fix before training.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{args.category}: ready to train with preset {cfg.preset}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m huvi", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the motion and/or DPO adapter of a category")
+    p.add_argument("--category", type=Path, required=True, help="category folder (category.json + clips/)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create (or continue with --resume)")
+    p.add_argument("--preset", help="preset name from presets/ or a YAML path (default: sd15-24gb with a GPU, tiny without)")
+    p.add_argument("--stage", choices=("motion", "dpo", "both"), default="both")
+    p.add_argument("--steps", type=int, help="steps of each selected stage (overrides the preset)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. --set dpo.beta=2500 (repeatable)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="pair accuracy of a run's DPO adapter on a category (prints one JSON line)")
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--category", type=Path, required=True, help="may be a category the run never saw")
+    p.add_argument("--samples", type=int, help="noise/timestep draws per pair (default: the run's dpo.eval_samples)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("check", help="validate a category folder and list every problem")
+    p.add_argument("--category", type=Path, required=True)
+    p.add_argument("--preset", help="preset whose frame count and size the clips must fit")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except HuviError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,269 @@
+"""Typed run configuration: defaults here, per-tier overrides in `presets/*.yaml`.
+
+Every field has a default and a help comment; `__post_init__` rejects a bad value with a sentence
+that names it. The CLI, the app and the tests build a `HuviConfig` the same way
+(`load_config(preset, overrides)`), and a run folder stores the resolved config as `config.yaml`,
+which `HuviConfig.from_dict` reads back unchanged.
+
+The defaults describe the real model on a 24 GB card; presets hold only what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from huvi.errors import HuviError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+# Attention projections of every attention layer (spatial self/cross and temporal) in a
+# UNetMotionModel. `fullmatch`ed by peft against the dotted module name.
+ALL_ATTENTION = r".*attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+# Temporal attention (AnimateDiff motion modules) plus the spatial self-attention (attn1).
+MOTION_TARGETS = (
+    r".*motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+    r"|.*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)"
+)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise HuviError(message)
+
+
+@dataclass
+class ModelConfig:
+    source: Literal["pretrained", "tiny"] = "pretrained"  # Hub/local weights, or tiny random ones built in code
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # SD1.5 in diffusers layout (Hub id or folder)
+    motion_adapter: str = "guoyww/animatediff-motion-adapter-v1-5-2"  # AnimateDiff MotionAdapter (Hub id or folder)
+    attention: Literal["sparse_causal", "full"] = "sparse_causal"  # spatial self-attention: frames 0 and i-1, or each frame alone
+    attention_backend: Literal["auto", "sdpa", "xformers"] = "auto"  # auto = xformers on CUDA when importable, else SDPA
+    gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more time
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("pretrained", "tiny"), f"model.source must be 'pretrained' or 'tiny', not {self.source!r}.")
+        _check(self.attention in ("sparse_causal", "full"), f"model.attention must be 'sparse_causal' or 'full', not {self.attention!r}.")
+        _check(
+            self.attention_backend in ("auto", "sdpa", "xformers"),
+            f"model.attention_backend must be auto, sdpa or xformers, not {self.attention_backend!r}.",
+        )
+
+
+@dataclass
+class DataConfig:
+    frames: int = 16  # frames per training clip (frame 0 is the clean conditioning frame)
+    stride: int = 2  # keep every stride-th source frame: 16 frames x 2 = 32 source frames ~ 1.3 s at 24 fps
+    width: int = 512  # pixels; must be a multiple of the VAE's downsampling factor
+    height: int = 320
+    max_cached_frames: int = 32  # strided frames cached per clip; the extra ones give room for temporal crops
+    temporal_crop: bool = True  # random window of `frames` within the cached frames, the same for both clips of a pair
+    hflip: bool = True  # random horizontal flip, the same for both clips of a pair
+    holdout: float = 0.0  # fraction of preference pairs held out of DPO training and scored every dpo.eval_every steps
+
+    def __post_init__(self) -> None:
+        _check(self.frames >= 2, f"data.frames must be at least 2 (frame 0 is the condition), not {self.frames}.")
+        _check(self.stride >= 1, f"data.stride must be at least 1, not {self.stride}.")
+        _check(self.width >= 8 and self.height >= 8, f"data.width and data.height must be at least 8, not {self.width}x{self.height}.")
+        _check(self.width % 8 == 0 and self.height % 8 == 0, f"data.width and data.height must be multiples of 8, not {self.width}x{self.height}.")
+        _check(
+            self.max_cached_frames >= self.frames,
+            f"data.max_cached_frames ({self.max_cached_frames}) must be at least data.frames ({self.frames}).",
+        )
+        _check(0.0 <= self.holdout < 1.0, f"data.holdout must be in [0, 1), not {self.holdout}.")
+
+
+@dataclass
+class AdapterConfig:
+    rank: int = 16  # LoRA rank r
+    alpha: float = 32.0  # LoRA alpha; the update is scaled by alpha / rank (2.0 here)
+    dropout: float = 0.0  # dropout on the LoRA input
+    targets: str = ALL_ATTENTION  # regex fullmatched against module names
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, f"adapter rank must be at least 1, not {self.rank}.")
+        _check(self.alpha > 0, f"adapter alpha must be positive, not {self.alpha}.")
+        _check(0.0 <= self.dropout < 1.0, f"adapter dropout must be in [0, 1), not {self.dropout}.")
+        try:
+            re.compile(self.targets)
+        except re.error as err:
+            raise HuviError(f"adapter targets is not a valid regular expression ({err}).") from None
+
+
+@dataclass
+class StageConfig:
+    steps: int = 500  # optimizer steps
+    learning_rate: float = 1e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after warmup
+    warmup_steps: int = 20  # linear warmup from 0
+    batch_size: int = 1  # clips (motion) or pairs (dpo) per step and GPU
+    grad_accum: int = 1  # micro-batches per optimizer step
+    checkpoint_every: int = 100  # steps between checkpoints (the last step always checkpoints)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, f"steps must be at least 1, not {self.steps}.")
+        _check(self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}.")
+        _check(self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, not {self.lr_schedule!r}.")
+        _check(self.warmup_steps >= 0, f"warmup_steps must be 0 or more, not {self.warmup_steps}.")
+        _check(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be at least 1.")
+        _check(self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, not {self.checkpoint_every}.")
+
+
+@dataclass
+class MotionStageConfig(StageConfig):
+    steps: int = 500
+    learning_rate: float = 1e-4  # LoRA wants ~3x the 3e-5 LAMP used for full temporal layers
+    adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(rank=32, alpha=32.0, targets=MOTION_TARGETS))
+
+
+@dataclass
+class DpoStageConfig(StageConfig):
+    steps: int = 1000
+    learning_rate: float = 1e-4  # HuViDPO's published value; 1e-3 also degrades the winners (REFERENCE §4)
+    # beta in the Diffusion-DPO paper's form: inside = -0.5 * beta * ((e_w - e_l) - (ref_w - ref_l)).
+    # 5000 is the paper's SD1.5/SDXL value; diffusers' example folds the 0.5 in (its 2500 == 5000 here).
+    beta: float = 5000.0
+    eval_every: int = 50  # steps between held-out pair accuracy checks (only when data.holdout > 0)
+    eval_samples: int = 8  # noise/timestep draws per pair when scoring held-out pairs
+    adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(rank=16, alpha=32.0, dropout=0.1))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.beta > 0, f"dpo.beta must be positive, not {self.beta}.")
+        _check(self.eval_every >= 1 and self.eval_samples >= 1, "dpo.eval_every and dpo.eval_samples must be at least 1.")
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adamw8bit", "adamw"] = "adamw8bit"  # bitsandbytes 8-bit AdamW, plain AdamW if it does not load
+    weight_decay: float = 1e-2
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0  # gradient clipping
+
+    def __post_init__(self) -> None:
+        _check(self.optimizer in ("adamw8bit", "adamw"), f"optim.optimizer must be adamw8bit or adamw, not {self.optimizer!r}.")
+        _check(self.max_grad_norm > 0, f"optim.max_grad_norm must be positive, not {self.max_grad_norm}.")
+
+
+@dataclass
+class HuviConfig:
+    preset: str = "sd15-24gb"  # the preset this config was resolved from (informational)
+    seed: int = 0  # decides pair order, noise, timesteps, crops and flips
+    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto = bf16 on GPUs that have it, fp16 on others, fp32 on CPU
+    log_every: int = 10  # steps between log lines (metrics.jsonl gets every step)
+    keep_checkpoints: int = 2  # older checkpoints are deleted once a newer one is complete
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    motion: MotionStageConfig = field(default_factory=MotionStageConfig)
+    dpo: DpoStageConfig = field(default_factory=DpoStageConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.precision in ("auto", "no", "fp16", "bf16"), f"precision must be auto, no, fp16 or bf16, not {self.precision!r}.")
+        _check(self.log_every >= 1 and self.keep_checkpoints >= 1, "log_every and keep_checkpoints must be at least 1.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HuviConfig:
+        return _build(cls, data, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def stage(self, name: str) -> StageConfig:
+        return {"motion": self.motion, "dpo": self.dpo}[name]
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """Recursively build dataclass `cls` from a nested dict, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise HuviError(f"{prefix.rstrip('.') or 'config'} must be a mapping, not {data!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise HuviError(f"Unknown setting {prefix}{key}; valid ones are: {', '.join(sorted(names))}.")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{name}.")
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value  # checked by __post_init__ with the allowed values named
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = hint if origin is None else origin
+    if expected in (int, float, str, bool) and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+        raise HuviError(f"{name} must be a {expected.__name__}, not {value!r}.")
+    return value
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise HuviError(f"Cannot set {dotted}: {part} is not a group of settings.")
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def read_preset(preset: str) -> dict[str, Any]:
+    """The overrides of preset `preset` (a name from presets/ or a path to a YAML file)."""
+    path = Path(preset)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise HuviError(f"No preset {preset!r}; choose one of: {', '.join(preset_names())}, or give a path to a YAML file.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise HuviError(f"Preset file {path} is not valid YAML ({err}).") from None
+    if not isinstance(data, dict):
+        raise HuviError(f"Preset file {path} must hold a mapping of settings.")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["dpo.beta=2500", "data.hflip=false"]` -> nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise HuviError(f"--set expects key=value (e.g. dpo.beta=2500), not {pair!r}.")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+def load_config(preset: str = "sd15-24gb", overrides: list[str] | dict[str, Any] | None = None) -> HuviConfig:
+    """Defaults, then the preset's overrides, then the caller's (`key=value` strings or a nested dict)."""
+    over = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    data = _merge(_merge({}, read_preset(preset)), over)
+    data.setdefault("preset", Path(preset).stem)
+    return HuviConfig.from_dict(data)

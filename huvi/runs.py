@@ -1,0 +1,146 @@
+"""The run folder: what a training run writes, and how it is read back.
+
+    RUN/config.yaml                   the resolved HuviConfig the run started with
+    RUN/metrics.jsonl                 one JSON object per step, with "stage" and "step"
+    RUN/train.log                     the log
+    RUN/adapters/{motion,dpo}.safetensors   final adapters (peft keys, settings in metadata)
+    RUN/checkpoints/{stage}-{step:06d}/     adapter, optimizer, lr schedule, RNG, pair order, step
+
+A checkpoint folder is written under a temporary name and renamed when complete, so the newest
+folder with a final name is always whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from huvi.config import HuviConfig
+from huvi.errors import HuviError
+from huvi.io import publish_dir, write_json, write_safetensors, write_text
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("motion", "dpo")
+_CKPT = re.compile(r"(motion|dpo)-(\d{6})")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    path: Path
+    stage: str
+    step: int
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return STAGES.index(self.stage), self.step
+
+
+class Run:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    config_path = property(lambda self: self.root / "config.yaml")
+    metrics_path = property(lambda self: self.root / "metrics.jsonl")
+    log_path = property(lambda self: self.root / "train.log")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+
+    def adapter_path(self, stage: str) -> Path:
+        return self.root / "adapters" / f"{stage}.safetensors"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def write_config(self, cfg: HuviConfig) -> None:
+        write_text(self.config_path, cfg.to_yaml())
+
+    def read_config(self) -> HuviConfig:
+        if not self.exists():
+            raise HuviError(f"{self.root} is not a huvi run (no config.yaml); give the folder passed to train --out.")
+        return HuviConfig.from_dict(yaml.safe_load(self.config_path.read_text()))
+
+    # metrics ---------------------------------------------------------------------------------
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        """Every complete row; a last line cut short by a crash is skipped."""
+        if not self.metrics_path.is_file():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def truncate_metrics(self, stage: str, step: int) -> None:
+        """Drop rows written after (stage, step), the point a resumed run goes on from."""
+        limit = (STAGES.index(stage), step)
+        keep = [r for r in self.read_metrics() if (STAGES.index(r["stage"]), r["step"]) <= limit]
+        write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    # checkpoints -----------------------------------------------------------------------------
+    def list_checkpoints(self) -> list[CheckpointRef]:
+        if not self.checkpoints.is_dir():
+            return []
+        refs = []
+        for path in self.checkpoints.iterdir():
+            match = _CKPT.fullmatch(path.name)
+            if match and (path / "state.json").is_file():
+                refs.append(CheckpointRef(path, match[1], int(match[2])))
+        return sorted(refs, key=lambda r: r.order)
+
+    def latest_checkpoint(self) -> CheckpointRef | None:
+        refs = self.list_checkpoints()
+        return refs[-1] if refs else None
+
+    def save_checkpoint(self, stage: str, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict, keep: int) -> Path:
+        """Write `tensors` (file stem -> tensors) and `state` as checkpoint (stage, step), atomically."""
+        final = self.checkpoints / f"{stage}-{step:06d}"
+        tmp = self.checkpoints / f".{final.name}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for stem, group in tensors.items():
+            write_safetensors(tmp / f"{stem}.safetensors", group)
+        write_json(tmp / "state.json", state)
+        publish_dir(tmp, final)
+        for old in self.list_checkpoints()[:-keep]:
+            shutil.rmtree(old.path, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def load_checkpoint(ref: CheckpointRef) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+        tensors = {p.stem: load_file(str(p)) for p in ref.path.glob("*.safetensors")}
+        return tensors, json.loads((ref.path / "state.json").read_text())
+
+
+def optimizer_to_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state_dict into safetensors-ready tensors and a JSON-ready rest."""
+    tensors, scalars = {}, {}
+    for pid, entries in state_dict["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    state: dict[int, dict] = {}
+    for flat, value in list(tensors.items()) + list(rest["scalars"].items()):
+        pid, key = flat.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": rest["param_groups"]}

@@ -1,0 +1,324 @@
+"""Two-stage training of a category: a `motion` LoRA on its clips, then a `dpo` LoRA on its pairs.
+
+`train()` is what the CLI, the app and the tests call. It writes everything to a run folder
+(huvi.runs), checkpoints atomically, stops cleanly when asked, and resumes bit-for-bit: every
+random draw of a step is seeded from (run seed, stage, step, micro-batch, process rank).
+Multi-GPU comes from accelerate (`accelerate launch -m huvi train ...`): each process takes its own
+clips or pairs of the step and gradients are averaged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from peft import set_peft_model_state_dict
+from tqdm.auto import tqdm
+
+from huvi.adapters import DPO, MOTION, adapter_parameters, adapter_state_dict, add_adapter, load_adapter, save_adapter, set_active
+from huvi.backbone import load_encoders, load_scheduler, load_unet
+from huvi.batches import crop_and_flip, derived_seed, sample_indices
+from huvi.cache import CategoryLatents, cache_category
+from huvi.category import Category, load_category
+from huvi.config import HuviConfig
+from huvi.diffusion import first_frame_noisy, per_sample_error, predict, prediction_target
+from huvi.dpo import pair_errors
+from huvi.errors import HuviError
+from huvi.evaluate import score_pairs
+from huvi.losses import diffusion_dpo_loss
+from huvi.optim import make_lr_schedule, make_optimizer
+from huvi.precision import resolve_precision, weight_dtype
+from huvi.pairs import Pair, form_pairs, split_pairs
+from huvi.runs import STAGES, CheckpointRef, Run, optimizer_from_tensors, optimizer_to_tensors
+
+logger = logging.getLogger(__name__)
+
+SMALLER_PRESET = {"sd15-24gb": "sd15-16gb", "sd15-16gb": "sd15-12gb"}
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    stopped: bool  # True when a stop request ended training early (a checkpoint was written)
+    last: dict[str, dict] = field(default_factory=dict)  # stage -> its last metrics row
+
+
+def train(
+    cfg: HuviConfig,
+    category_dir: Path,
+    run_dir: Path,
+    stages: Iterable[str] = STAGES,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train `stages` of the category at `category_dir` into `run_dir`.
+
+    A new run refuses an existing run folder; `resume=True` continues it from its latest
+    checkpoint with the config it was started with (`cfg` is then ignored). `should_stop` is polled
+    after every step: when it returns True a checkpoint is written and training returns.
+    """
+    run = Run(run_dir)
+    stages = [s for s in STAGES if s in set(stages)]
+    if resume:
+        cfg = run.read_config()
+    elif run.exists() or (run.root.exists() and any(run.root.iterdir())):
+        raise HuviError(f"{run.root} already holds files; pass --resume to continue that run, or choose a new --out folder.")
+    category = load_category(category_dir)
+    trainer = _Trainer(cfg, category, run, show_progress)
+    if not resume:
+        run.root.mkdir(parents=True, exist_ok=True)
+        if trainer.accelerator.is_main_process:
+            run.write_config(cfg)
+    return trainer.fit(stages, should_stop or (lambda: False), resume)
+
+
+class _Trainer:
+    def __init__(self, cfg: HuviConfig, category: Category, run: Run, show_progress: bool) -> None:
+        self.cfg, self.category, self.run, self.show_progress = cfg, category, run, show_progress
+        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
+        self.device = self.accelerator.device
+        self.weight_dtype = weight_dtype(self.accelerator.mixed_precision)
+        self.pairs_train: list[Pair] = []
+        self.pairs_val: list[Pair] = []
+        self.latents: CategoryLatents | None = None
+        self.unet = None
+        self.scheduler = load_scheduler(cfg.model)
+
+    # setup -----------------------------------------------------------------------------------
+    def _setup(self, stages: list[str]) -> None:
+        cfg = self.cfg
+        if "dpo" in stages:
+            pairs = form_pairs(self.category.scores, cfg.seed)
+            self.pairs_train, self.pairs_val = split_pairs(pairs, cfg.data.holdout)
+            logger.info("%d preference pairs: %d for training, %d held out", len(pairs), len(self.pairs_train), len(self.pairs_val))
+        with self.accelerator.main_process_first():
+            self.latents = cache_category(self.category, cfg, lambda: load_encoders(cfg.model), self.device, self.show_progress)
+        self.unet = load_unet(cfg.model)
+        if cfg.model.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.unet.requires_grad_(False)
+        self.unet.to(self.device, dtype=self.weight_dtype)
+
+    def fit(self, stages: list[str], should_stop: Callable[[], bool], resume: bool) -> TrainResult:
+        resume_from = self.run.latest_checkpoint() if resume else None
+        file_log = self._attach_log_file()
+        try:
+            self._setup(stages)
+            result = TrainResult(run=self.run.root, stopped=False)
+            if resume and self.accelerator.is_main_process:
+                self.run.truncate_metrics(*((resume_from.stage, resume_from.step) if resume_from else (STAGES[0], 0)))
+                logger.info("resuming from %s", resume_from.path.name if resume_from else "the start (no checkpoint yet)")
+            for stage in stages:
+                if self.run.adapter_path(stage).is_file() and (resume_from is None or resume_from.order >= (STAGES.index(stage), self.cfg.stage(stage).steps)):
+                    logger.info("stage %s is already complete in %s", stage, self.run.root)
+                    continue
+                start = resume_from if resume_from is not None and resume_from.stage == stage else None
+                row, stopped = self._run_stage(stage, start, should_stop)
+                result.last[stage] = row
+                if stopped:
+                    result.stopped = True
+                    break
+            return result
+        finally:
+            logging.getLogger("huvi").removeHandler(file_log)
+            file_log.close()
+
+    def _attach_log_file(self) -> logging.Handler:
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.run.log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        logging.getLogger("huvi").addHandler(handler)
+        return handler
+
+    # stages ----------------------------------------------------------------------------------
+    def _prepare_adapters(self, stage: str) -> None:
+        unet, scfg = self.unet, self.cfg.stage(stage)
+        if stage == MOTION:
+            add_adapter(unet, MOTION, scfg.adapter)
+            set_active(unet, [MOTION], trainable=MOTION)
+        else:
+            if MOTION not in unet.peft_config:
+                load_adapter(unet, self.run.adapter_path(MOTION), MOTION)
+            if not self.pairs_train:
+                raise HuviError("No preference pairs to train on: give at least two clips different ratings.")
+            add_adapter(unet, DPO, scfg.adapter)
+            set_active(unet, [MOTION, DPO], trainable=DPO)
+        unet.to(self.device)
+
+    def _run_stage(self, stage: str, start: CheckpointRef | None, should_stop: Callable[[], bool]) -> tuple[dict, bool]:
+        acc, scfg = self.accelerator, self.cfg.stage(stage)
+        self._prepare_adapters(stage)
+        params = adapter_parameters(self.unet, stage)
+        optimizer = make_optimizer(params, scfg, self.cfg.optim)
+        schedule = make_lr_schedule(optimizer, scfg)
+        step = self._restore(start, stage, optimizer, schedule) if start is not None else 0
+        model, optimizer = acc.prepare(self.unet, optimizer)
+        model.train()
+        logger.info(
+            "stage %s: %d steps from step %d, %.2fM trainable parameters, %s precision",
+            stage, scfg.steps, step, sum(p.numel() for p in params) / 1e6, acc.mixed_precision,
+        )
+        bar = tqdm(total=scfg.steps, initial=step, desc=stage, unit="step", disable=not (self.show_progress and acc.is_main_process))
+        row: dict = {}
+        stopped = False
+        try:
+            while step < scfg.steps:
+                t0 = time.perf_counter()
+                try:
+                    row = self._step(stage, model, optimizer, schedule, params, step)
+                except torch.OutOfMemoryError:
+                    optimizer.zero_grad(set_to_none=True)
+                    torch.cuda.empty_cache()
+                    self._checkpoint(stage, step, optimizer, schedule)
+                    smaller = SMALLER_PRESET.get(self.cfg.preset)
+                    advice = f"use --preset {smaller}" if smaller else "lower data.frames or the resolution"
+                    raise HuviError(
+                        f"The GPU ran out of memory in the {stage} stage at step {step + 1}; {advice}, "
+                        f"or resume this run on a larger card with --resume (step {step} is checkpointed)."
+                    ) from None
+                step += 1
+                row |= {"stage": stage, "step": step, "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)}
+                if self.pairs_val and stage == DPO and (step % self.cfg.dpo.eval_every == 0 or step == scfg.steps):
+                    row |= self._validate()
+                if acc.is_main_process:
+                    self.run.append_metrics(row)
+                    bar.update(1)
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "accuracy") if k in row})
+                    if step % self.cfg.log_every == 0 or step == 1:
+                        logger.info("%s", " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                if acc.is_main_process and should_stop():
+                    acc.set_trigger()
+                if acc.check_trigger():
+                    stopped = True
+                if stopped or step % scfg.checkpoint_every == 0 or step == scfg.steps:
+                    self._checkpoint(stage, step, optimizer, schedule)
+                if stopped:
+                    logger.info("stopped at %s step %d; continue with --resume", stage, step)
+                    break
+        finally:
+            bar.close()
+            self.unet = acc.unwrap_model(model)
+            acc.free_memory()
+        if not stopped and acc.is_main_process:
+            save_adapter(self.run.adapter_path(stage), self.unet, stage, scfg.adapter, {"huvi.steps": str(step)})
+        acc.wait_for_everyone()
+        return row, stopped
+
+    # one optimizer step --------------------------------------------------------------------------
+    def _step(self, stage, model, optimizer, schedule, params, step: int) -> dict:
+        acc, scfg, cfg = self.accelerator, self.cfg.stage(stage), self.cfg
+        sums: dict[str, float] = {}
+        for micro in range(scfg.grad_accum):
+            # Every draw of this micro-batch (dropout too) depends on these numbers only.
+            torch.manual_seed(derived_seed(cfg.seed, stage, step, micro, acc.process_index))
+            gen = torch.Generator().manual_seed(derived_seed(cfg.seed, stage, step, micro, acc.process_index, "data"))
+            position = ((step * scfg.grad_accum + micro) * acc.num_processes + acc.process_index) * scfg.batch_size
+            sync = acc.no_sync(model) if micro < scfg.grad_accum - 1 else nullcontext()
+            with sync:
+                loss, stats = (self._motion_loss if stage == MOTION else self._dpo_loss)(model, gen, position)
+                acc.backward(loss / scfg.grad_accum)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value / scfg.grad_accum
+        grad_norm = acc.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        stats = {k: acc.reduce(torch.tensor(v, device=self.device), "mean").item() for k, v in sums.items()}
+        stats["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+        return {k: round(v, 6) if math.isfinite(v) else v for k, v in stats.items()}
+
+    def _text(self, n: int) -> torch.Tensor:
+        return self.latents.prompt_embeds.to(self.device, self.weight_dtype).unsqueeze(0).expand(n, -1, -1)  # (n, tokens, dim)
+
+    def _noise(self, shape, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.randn(shape, generator=gen).to(self.device, self.weight_dtype)
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (shape[0],), generator=gen).to(self.device)
+        return noise, timesteps
+
+    def _motion_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
+        cfg, clips = self.cfg, list(self.latents.clips.values())
+        index = sample_indices(len(clips), cfg.seed, position, cfg.motion.batch_size)
+        latents = torch.cat([crop_and_flip([clips[i]], cfg.data.frames, cfg.data.temporal_crop, cfg.data.hflip, gen) for i in index])
+        latents = latents.to(self.device, self.weight_dtype)  # (b, c, f, h, w)
+        noise, timesteps = self._noise(latents.shape, gen)
+        noisy = first_frame_noisy(latents, noise, timesteps, self.scheduler)
+        with self.accelerator.autocast():
+            pred = predict(model, noisy, timesteps, self._text(len(index)))
+        loss = per_sample_error(pred, prediction_target(latents, noise, timesteps, self.scheduler)).mean()
+        return loss, {"loss": loss.item()}
+
+    def _dpo_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
+        cfg, clips = self.cfg, self.latents.clips
+        index = sample_indices(len(self.pairs_train), cfg.seed, position, cfg.dpo.batch_size)
+        groups = [
+            crop_and_flip([clips[p.winner], clips[p.loser]], cfg.data.frames, cfg.data.temporal_crop, cfg.data.hflip, gen)
+            for p in (self.pairs_train[i] for i in index)
+        ]  # each (2, c, f, h, w)
+        latents_w = torch.stack([g[0] for g in groups]).to(self.device, self.weight_dtype)  # (b, c, f, h, w)
+        latents_l = torch.stack([g[1] for g in groups]).to(self.device, self.weight_dtype)
+        noise, timesteps = self._noise(latents_w.shape, gen)
+        errors = pair_errors(
+            model, self.unet, self.scheduler, latents_w, latents_l, self.latents.prompt_embeds.to(self.device, self.weight_dtype),
+            noise, timesteps, self.accelerator.autocast,
+        )
+        model_w, model_l, ref_w, ref_l = errors
+        terms = diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, cfg.dpo.beta)
+        return terms.loss, {
+            "loss": terms.loss.item(),
+            "accuracy": terms.accuracy.item(),
+            "reward_margin": terms.reward_margin.item(),
+            "loss_w": model_w.mean().item(),
+            "loss_l": model_l.mean().item(),
+            "ref_loss_w": ref_w.mean().item(),
+            "ref_loss_l": ref_l.mean().item(),
+        }
+
+    def _validate(self) -> dict:
+        scores = score_pairs(
+            self.unet, self.scheduler, self.latents.clips, self.pairs_val,
+            self.latents.prompt_embeds.to(self.weight_dtype), self.cfg.data.frames, self.cfg.dpo.beta,
+            self.cfg.dpo.eval_samples, self.cfg.seed, self.device, self.accelerator.autocast,
+        )
+        return {"val_accuracy": scores.accuracy, "val_reward_margin": round(scores.reward_margin, 6)}
+
+    # checkpoints -----------------------------------------------------------------------------
+    def _checkpoint(self, stage: str, step: int, optimizer, schedule) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            opt_tensors, opt_rest = optimizer_to_tensors(optimizer.state_dict())
+            rng = {"cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng |= {f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+            state = {
+                "stage": stage,
+                "step": step,
+                "seed": self.cfg.seed,
+                "lr_schedule": schedule.state_dict(),
+                "optimizer": opt_rest,
+                "pairs": [[p.winner, p.loser] for p in self.pairs_train] if stage == DPO else [],
+            }
+            unet = acc.unwrap_model(self.unet)
+            tensors = {"adapter": adapter_state_dict(unet, stage), "optimizer": opt_tensors, "rng": rng}
+            path = self.run.save_checkpoint(stage, step, tensors, state, self.cfg.keep_checkpoints)
+            logger.info("checkpoint %s", path.name)
+        acc.wait_for_everyone()
+
+    def _restore(self, ref: CheckpointRef, stage: str, optimizer, schedule) -> int:
+        tensors, state = Run.load_checkpoint(ref)
+        if state["stage"] == DPO and [[p.winner, p.loser] for p in self.pairs_train] != state["pairs"]:
+            raise HuviError(f"The clips or ratings of {self.category.root} changed since this run started, so it cannot resume; start a new run.")
+        set_peft_model_state_dict(self.unet, tensors["adapter"], adapter_name=stage)
+        optimizer.load_state_dict(optimizer_from_tensors(tensors["optimizer"], state["optimizer"]))
+        schedule.load_state_dict(state["lr_schedule"])
+        torch.set_rng_state(tensors["rng"]["cpu"])
+        return int(state["step"])

@@ -1,0 +1,69 @@
+"""Reading and writing clips with imageio (its ffmpeg plugin ships its own binary).
+
+Frames are resized and centre-cropped one at a time while reading, so a long or large clip never
+sits in memory at full size; only the frames the stride keeps are decoded into arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image, ImageOps
+
+from huvi.errors import HuviError
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".gif")
+
+
+def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize so the frame covers width x height, then centre-crop to it. (h, w, 3) uint8 -> (height, width, 3)."""
+    image = Image.fromarray(frame).convert("RGB")
+    return np.asarray(ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5)))
+
+
+def read_clip(path: Path, width: int, height: int, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
+    """Every `stride`-th frame of `path` (up to `max_frames`), fitted to width x height.
+
+    Returns (f, height, width, 3) uint8. Raises HuviError with one sentence when the file cannot be
+    decoded or holds no frames. Frames are counted by decoding, never from container metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HuviError(f"{path.name}: file not found.")
+    if path.stat().st_size == 0:
+        raise HuviError(f"{path.name}: the file is empty; upload the clip again.")
+    frames = []
+    try:
+        for index, frame in enumerate(iio.imiter(path)):
+            if index % stride:
+                continue
+            if frame.ndim == 2:
+                frame = np.stack([frame] * 3, axis=-1)
+            frames.append(fit_frame(frame[..., :3], width, height))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    except HuviError:
+        raise
+    except Exception as err:  # imageio raises many types for unreadable input
+        if not frames:
+            raise HuviError(
+                f"{path.name}: could not be decoded as a video ({type(err).__name__}); re-encode it as an H.264 MP4."
+            ) from None
+        logger.warning("%s: decoding stopped early after %d frames (%s); using those.", path.name, len(frames), err)
+    if not frames:
+        raise HuviError(f"{path.name}: the file holds no video frames; re-encode it as an H.264 MP4.")
+    return np.stack(frames)
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: int = 8) -> None:
+    """Write (f, h, w, 3) uint8 frames as MP4 (H.264, any size) or GIF, by the path's suffix."""
+    path = Path(path)
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(path, frames, extension=".gif", duration=1000 / fps, loop=0)
+        return
+    iio.imwrite(path, frames, extension=path.suffix or ".mp4", fps=fps, codec="libx264", macro_block_size=1)
