@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -72,7 +73,9 @@ def add_adapter(unet: torch.nn.Module, name: str, cfg: AdapterConfig) -> None:
     """Inject a fresh LoRA `name` (zero update) with its parameters in fp32 for stable training."""
     if not any(re.fullmatch(cfg.targets, n) for n, _ in unet.named_modules()):
         raise HuviError(f"The {name} adapter's targets match no layer of the UNet; check {name}.adapter.targets.")
-    unet.add_adapter(lora_config(cfg), adapter_name=name)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # a second adapter is the design
+        unet.add_adapter(lora_config(cfg), adapter_name=name)
     for p in adapter_parameters(unet, name):
         p.data = p.data.float()
 

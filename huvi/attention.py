@@ -119,12 +119,19 @@ class SparseCausalAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def _record_frames(frame_count: FrameCount):
-    def hook(module, args, kwargs):
-        sample = args[0] if args else kwargs["sample"]
-        frame_count.frames = sample.shape[2]  # sample: (b, c, f, h, w)
+class _RecordFrames:
+    """UNet forward pre-hook that stores the input's frame count for the processors.
 
-    return hook
+    An object rather than a closure, so `copy.deepcopy(unet)` gives the copy a hook that feeds the
+    copy's processors (deepcopy shares one new FrameCount between them; a closure would keep
+    updating the original's)."""
+
+    def __init__(self, frame_count: FrameCount) -> None:
+        self.frame_count = frame_count
+
+    def __call__(self, module, args, kwargs) -> None:
+        sample = args[0] if args else kwargs["sample"]
+        self.frame_count.frames = sample.shape[2]  # sample: (b, c, f, h, w)
 
 
 def set_spatial_attention(unet, mode: str, backend: str = "auto") -> None:
@@ -147,5 +154,5 @@ def set_spatial_attention(unet, mode: str, backend: str = "auto") -> None:
     frame_count = FrameCount()
     processor = SparseCausalAttnProcessor(frame_count, use_xformers=use_xformers)
     unet.set_attn_processor({name: proc for name, proc in unet.attn_processors.items()} | {n: processor for n in names})
-    unet._huvi_frame_hooks = [unet.register_forward_pre_hook(_record_frames(frame_count), with_kwargs=True)]
+    unet._huvi_frame_hooks = [unet.register_forward_pre_hook(_RecordFrames(frame_count), with_kwargs=True)]
     logger.debug("sparse-causal attention in %d spatial self-attention layers (%s)", len(names), "xformers" if use_xformers else "sdpa")

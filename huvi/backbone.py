@@ -55,19 +55,12 @@ def _pretrained(loader, repo: str, **kwargs):
         ) from None
 
 
-def zero_motion_outputs(unet: UNetMotionModel) -> None:
-    """Zero every temporal module's proj_out, so untrained motion modules start as the identity."""
-    for name, module in unet.named_modules():
-        if name.endswith("proj_out") and ".motion_modules." in f".{name}":
-            torch.nn.init.zeros_(module.weight)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-
-
 def load_unet(cfg: ModelConfig) -> UNetMotionModel:
     if cfg.source == "tiny":
+        # The random motion modules keep their random proj_out (not zeroed to an identity): they
+        # stand in for pretrained ones, and a zero proj_out would block every gradient to the
+        # temporal attention LoRA (proj_in/proj_out are called with input=..., so peft cannot wrap them).
         unet = UNetMotionModel.from_unet2d(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"))
-        zero_motion_outputs(unet)
     else:
         unet2d = _pretrained(UNet2DConditionModel, cfg.base, subfolder="unet")
         adapter = _pretrained(MotionAdapter, cfg.motion_adapter)

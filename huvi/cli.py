@@ -38,6 +38,8 @@ def default_preset() -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from huvi.config import load_config
     from huvi.trainer import train
 
@@ -62,7 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = train(cfg, args.category, args.out, stages=stages, resume=args.resume, should_stop=lambda: stop["requested"])
+        with logging_redirect_tqdm():
+            result = train(cfg, args.category, args.out, stages=stages, resume=args.resume, should_stop=lambda: stop["requested"])
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

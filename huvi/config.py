@@ -64,7 +64,7 @@ class DataConfig:
     height: int = 320
     max_cached_frames: int = 32  # strided frames cached per clip; the extra ones give room for temporal crops
     temporal_crop: bool = True  # random window of `frames` within the cached frames, the same for both clips of a pair
-    hflip: bool = True  # random horizontal flip, the same for both clips of a pair
+    hflip: bool = False  # random horizontal flip, the same for both clips of a pair; off because a mirror reverses left-right motion
     holdout: float = 0.0  # fraction of preference pairs held out of DPO training and scored every dpo.eval_every steps
 
     def __post_init__(self) -> None:
@@ -87,13 +87,13 @@ class AdapterConfig:
     targets: str = ALL_ATTENTION  # regex fullmatched against module names
 
     def __post_init__(self) -> None:
-        _check(self.rank >= 1, f"adapter rank must be at least 1, not {self.rank}.")
-        _check(self.alpha > 0, f"adapter alpha must be positive, not {self.alpha}.")
-        _check(0.0 <= self.dropout < 1.0, f"adapter dropout must be in [0, 1), not {self.dropout}.")
+        _check(self.rank >= 1, f"rank must be at least 1, not {self.rank}.")
+        _check(self.alpha > 0, f"alpha must be positive, not {self.alpha}.")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), not {self.dropout}.")
         try:
             re.compile(self.targets)
         except re.error as err:
-            raise HuviError(f"adapter targets is not a valid regular expression ({err}).") from None
+            raise HuviError(f"targets is not a valid regular expression ({err}).") from None
 
 
 @dataclass
@@ -185,28 +185,41 @@ class HuviConfig:
         return {"motion": self.motion, "dpo": self.dpo}[name]
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Recursively build dataclass `cls` from a nested dict, refusing unknown keys and wrong types."""
+def _build(cls: type, data: dict[str, Any], prefix: str, defaults: Any = None) -> Any:
+    """Build dataclass `cls` from a nested dict on top of `defaults` (an instance; cls() if None),
+    refusing unknown keys and wrong types. A nested dict overrides only the keys it names, so a
+    preset's `dpo.adapter.rank` keeps the dpo adapter's other defaults."""
     if not isinstance(data, dict):
         raise HuviError(f"{prefix.rstrip('.') or 'config'} must be a mapping, not {data!r}.")
+    base = defaults if defaults is not None else cls()
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in names:
             raise HuviError(f"Unknown setting {prefix}{key}; valid ones are: {', '.join(sorted(names))}.")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
-    return cls(**kwargs)
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, f"{prefix}{key}.", getattr(base, key))
+        else:
+            kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except HuviError as err:
+        message = str(err)
+        raise HuviError(message if message.startswith(prefix) else f"{prefix}{message}") from None
 
 
 def _coerce(hint: Any, value: Any, name: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{name}.")
     origin = typing.get_origin(hint)
     if origin is Literal:
         return value  # checked by __post_init__ with the allowed values named
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
     expected = hint if origin is None else origin
     if expected in (int, float, str, bool) and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
         raise HuviError(f"{name} must be a {expected.__name__}, not {value!r}.")

@@ -1,4 +1,4 @@
-"""The Diffusion-DPO forward pass on one UNet: trained model and reference from the same weights."""
+"""Denoising errors of first-frame-conditioned clips, and the Diffusion-DPO forward pass on one UNet."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import torch
 
 from huvi.adapters import MOTION, active_adapters
 from huvi.diffusion import first_frame_noisy, per_sample_error, predict, prediction_target
+
+
+def denoising_errors(unet, scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Per-sample error of predicting the target from the noisy clip: (b,).
+
+    latents, noise: (b, c, f, h, w); timesteps: (b,); text: (b, tokens, dim). Frame 0 stays clean
+    in the input and is left out of the error.
+    """
+    noisy = first_frame_noisy(latents, noise, timesteps, scheduler)
+    target = prediction_target(latents, noise, timesteps, scheduler)
+    return per_sample_error(predict(unet, noisy, timesteps, text), target)
 
 
 def pair_errors(
@@ -27,20 +38,17 @@ def pair_errors(
     latents_w, latents_l, noise: (n, c, f, h, w); timesteps: (n,); text: (tokens, dim).
     Winner and loser share the noise and timestep and run as one doubled batch, [winners; losers].
     The reference is `base` (the same module as `model`, unwrapped from any DDP wrapper) with only
-    the motion adapter active, under no_grad. Frame 0 is clean and excluded from every error.
+    the motion adapter active, under no_grad.
     """
     n = latents_w.shape[0]
     latents = torch.cat([latents_w, latents_l])  # (2n, c, f, h, w): [winners; losers]
     noise = noise.repeat(2, 1, 1, 1, 1)  # (2n, c, f, h, w), one noise per pair
     timesteps = timesteps.repeat(2)  # (2n,)
-    noisy = first_frame_noisy(latents, noise, timesteps, scheduler)
-    target = prediction_target(latents, noise, timesteps, scheduler)
     text = text.unsqueeze(0).expand(2 * n, -1, -1)  # (2n, tokens, dim)
-
     with torch.no_grad(), active_adapters(base, [MOTION]), autocast():
-        ref = per_sample_error(predict(base, noisy, timesteps, text), target)  # (2n,)
+        ref = denoising_errors(base, scheduler, latents, noise, timesteps, text)  # (2n,)
     with autocast():
-        err = per_sample_error(predict(model, noisy, timesteps, text), target)  # (2n,)
+        err = denoising_errors(model, scheduler, latents, noise, timesteps, text)  # (2n,)
     model_w, model_l = err.chunk(2)
     ref_w, ref_l = ref.chunk(2)
     return model_w, model_l, ref_w, ref_l

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from huvi.adapters import DPO, MOTION, load_adapter, set_active
+from huvi.adapters import DPO, MOTION, active_adapters, load_adapter, set_active
 from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.batches import derived_seed
 from huvi.cache import ClipLatents, cache_category
 from huvi.category import load_category
-from huvi.dpo import pair_errors
+from huvi.dpo import denoising_errors
 from huvi.losses import dpo_inside
 from huvi.pairs import Pair, form_pairs
 from huvi.precision import default_device, resolve_precision, weight_dtype
@@ -38,6 +38,32 @@ def eval_timesteps(samples: int, num_train_timesteps: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def clip_errors(
+    unet: torch.nn.Module,
+    scheduler,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    text: torch.Tensor,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    batch: int = 8,
+    progress: tqdm | None = None,
+) -> torch.Tensor:
+    """Denoising error of every clip under every draw: latents (n, c, f, h, w), noise (k, c, f, h, w),
+    timesteps (k,) -> (n, k). Draw j uses the same noise and timestep for every clip."""
+    n, k = latents.shape[0], noise.shape[0]
+    clip_index = torch.arange(n).repeat_interleave(k)  # (n k,)
+    draw_index = torch.arange(k).repeat(n)
+    out = []
+    for rows in torch.arange(n * k).split(batch):
+        ci, di = clip_index[rows], draw_index[rows]
+        with autocast():
+            out.append(denoising_errors(unet, scheduler, latents[ci], noise[di], timesteps[di], text.expand(len(rows), -1, -1)).float().cpu())
+        if progress is not None:
+            progress.update(len(rows))
+    return torch.cat(out).view(n, k)
+
+
 def score_pairs(
     unet: torch.nn.Module,
     scheduler,
@@ -50,36 +76,33 @@ def score_pairs(
     seed: int,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
-    draws_per_forward: int = 4,
     show_progress: bool = False,
 ) -> PairScores:
-    """Average the implicit reward margin of each pair over `samples` (noise, timestep) draws.
+    """Average each pair's implicit reward margin over `samples` (noise, timestep) draws.
 
-    Each draw uses one noise for both clips and a timestep from `eval_timesteps`; the clips' first
-    `frames` frames, unflipped. The UNet must have the motion and dpo adapters active.
+    Every clip is scored under the same draws (one noise per draw, timesteps spread evenly by
+    `eval_timesteps`), on its first `frames` frames, unflipped; the model is the UNet as it is (motion
+    and dpo adapters active), the reference the same UNet with only the motion adapter.
     """
     if not pairs:
         return PairScores(0, float("nan"), float("nan"))
     was_training = unet.training
     unet.eval()
-    text = text.to(device)
-    all_t = eval_timesteps(samples, scheduler.config.num_train_timesteps)
-    margins = []
-    for index, pair in enumerate(tqdm(pairs, desc="scoring pairs", unit="pair", disable=not show_progress)):
-        w = clips[pair.winner].latents[:, :frames]  # (c, f, h, w)
-        l = clips[pair.loser].latents[:, :frames]
-        gen = torch.Generator().manual_seed(derived_seed(seed, "eval", index))
-        inside = []
-        for t in all_t.split(draws_per_forward):
-            k = len(t)
-            noise = torch.randn((k, *w.shape), generator=gen).to(device)  # (k, c, f, h, w)
-            lat_w = w.unsqueeze(0).expand(k, -1, -1, -1, -1).to(device)
-            lat_l = l.unsqueeze(0).expand(k, -1, -1, -1, -1).to(device)
-            errors = pair_errors(unet, unet, scheduler, lat_w, lat_l, text, noise, t.to(device), autocast)
-            inside.append(dpo_inside(*errors, beta=beta).float().cpu())
-        margins.append(torch.cat(inside).mean())
+    names = sorted({p.winner for p in pairs} | {p.loser for p in pairs})
+    row = {name: i for i, name in enumerate(names)}
+    latents = torch.stack([clips[n].latents[:, :frames] for n in names]).to(device, text.dtype)  # (n, c, f, h, w)
+    gen = torch.Generator().manual_seed(derived_seed(seed, "eval"))
+    noise = torch.randn((samples, *latents.shape[1:]), generator=gen).to(device, text.dtype)  # (k, c, f, h, w)
+    timesteps = eval_timesteps(samples, scheduler.config.num_train_timesteps).to(device)
+    text = text.to(device).unsqueeze(0)  # (1, tokens, dim)
+    with tqdm(total=2 * len(names) * samples, desc="scoring clips", unit="clip", disable=not show_progress) as bar:
+        model = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar)  # (n, k)
+        with active_adapters(unet, [MOTION]):
+            ref = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar)
     unet.train(was_training)
-    margin = torch.stack(margins)  # (pairs,)
+    w = torch.tensor([row[p.winner] for p in pairs])
+    l = torch.tensor([row[p.loser] for p in pairs])
+    margin = dpo_inside(model[w], model[l], ref[w], ref[l], beta).mean(dim=1)  # (pairs,)
     accuracy = ((margin > 0).float() + 0.5 * (margin == 0).float()).mean().item()
     return PairScores(len(pairs), accuracy, margin.mean().item())
 
@@ -97,9 +120,11 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     for name in (MOTION, DPO):
         load_adapter(unet, run.adapter_path(name), name)
     set_active(unet, [MOTION, DPO], trainable=None)
-    unet.to(device, dtype)
+    unet.to(device)
+    if dtype != torch.float32:
+        unet.to(dtype=dtype)
     return score_pairs(
         unet, load_scheduler(cfg.model), latents.clips, pairs, latents.prompt_embeds.to(dtype), cfg.data.frames,
         cfg.dpo.beta, samples or cfg.dpo.eval_samples, cfg.seed, device,
-        lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), show_progress=show_progress,
+        lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), show_progress,
     )

@@ -28,8 +28,7 @@ from huvi.batches import crop_and_flip, derived_seed, sample_indices
 from huvi.cache import CategoryLatents, cache_category
 from huvi.category import Category, load_category
 from huvi.config import HuviConfig
-from huvi.diffusion import first_frame_noisy, per_sample_error, predict, prediction_target
-from huvi.dpo import pair_errors
+from huvi.dpo import denoising_errors, pair_errors
 from huvi.errors import HuviError
 from huvi.evaluate import score_pairs
 from huvi.losses import diffusion_dpo_loss
@@ -69,21 +68,24 @@ def train(
     stages = [s for s in STAGES if s in set(stages)]
     if resume:
         cfg = run.read_config()
-    elif run.exists() or (run.root.exists() and any(run.root.iterdir())):
-        raise HuviError(f"{run.root} already holds files; pass --resume to continue that run, or choose a new --out folder.")
     category = load_category(category_dir)
-    trainer = _Trainer(cfg, category, run, show_progress)
-    if not resume:
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
+    if not resume and (run.exists() or (run.root.exists() and any(run.root.iterdir()))):
+        raise HuviError(f"{run.root} already holds files; pass --resume to continue that run, or choose a new --out folder.")
+    trainer = _Trainer(cfg, category, run, accelerator, show_progress)
+    trainer.setup(stages)  # decodes and caches every clip: bad input fails here, before anything is written
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes to it
+    if not resume and accelerator.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
-        if trainer.accelerator.is_main_process:
-            run.write_config(cfg)
+        run.write_config(cfg)
+    accelerator.wait_for_everyone()
     return trainer.fit(stages, should_stop or (lambda: False), resume)
 
 
 class _Trainer:
-    def __init__(self, cfg: HuviConfig, category: Category, run: Run, show_progress: bool) -> None:
+    def __init__(self, cfg: HuviConfig, category: Category, run: Run, accelerator: Accelerator, show_progress: bool) -> None:
         self.cfg, self.category, self.run, self.show_progress = cfg, category, run, show_progress
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator
         self.device = self.accelerator.device
         self.weight_dtype = weight_dtype(self.accelerator.mixed_precision)
         self.pairs_train: list[Pair] = []
@@ -93,7 +95,7 @@ class _Trainer:
         self.scheduler = load_scheduler(cfg.model)
 
     # setup -----------------------------------------------------------------------------------
-    def _setup(self, stages: list[str]) -> None:
+    def setup(self, stages: list[str]) -> None:
         cfg = self.cfg
         if "dpo" in stages:
             pairs = form_pairs(self.category.scores, cfg.seed)
@@ -105,13 +107,14 @@ class _Trainer:
         if cfg.model.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.requires_grad_(False)
-        self.unet.to(self.device, dtype=self.weight_dtype)
+        self.unet.to(self.device)
+        if self.weight_dtype != torch.float32:
+            self.unet.to(dtype=self.weight_dtype)  # frozen base in half precision; adapters stay fp32
 
     def fit(self, stages: list[str], should_stop: Callable[[], bool], resume: bool) -> TrainResult:
         resume_from = self.run.latest_checkpoint() if resume else None
         file_log = self._attach_log_file()
         try:
-            self._setup(stages)
             result = TrainResult(run=self.run.root, stopped=False)
             if resume and self.accelerator.is_main_process:
                 self.run.truncate_metrics(*((resume_from.stage, resume_from.step) if resume_from else (STAGES[0], 0)))
@@ -132,7 +135,8 @@ class _Trainer:
             file_log.close()
 
     def _attach_log_file(self) -> logging.Handler:
-        self.run.root.mkdir(parents=True, exist_ok=True)
+        if not self.accelerator.is_main_process:
+            return logging.NullHandler()
         handler = logging.FileHandler(self.run.log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
@@ -142,11 +146,12 @@ class _Trainer:
     # stages ----------------------------------------------------------------------------------
     def _prepare_adapters(self, stage: str) -> None:
         unet, scfg = self.unet, self.cfg.stage(stage)
+        torch.manual_seed(derived_seed(self.cfg.seed, stage, "init"))  # the LoRA A matrices are drawn now
         if stage == MOTION:
             add_adapter(unet, MOTION, scfg.adapter)
             set_active(unet, [MOTION], trainable=MOTION)
         else:
-            if MOTION not in unet.peft_config:
+            if MOTION not in getattr(unet, "peft_config", {}):
                 load_adapter(unet, self.run.adapter_path(MOTION), MOTION)
             if not self.pairs_train:
                 raise HuviError("No preference pairs to train on: give at least two clips different ratings.")
@@ -250,10 +255,8 @@ class _Trainer:
         latents = torch.cat([crop_and_flip([clips[i]], cfg.data.frames, cfg.data.temporal_crop, cfg.data.hflip, gen) for i in index])
         latents = latents.to(self.device, self.weight_dtype)  # (b, c, f, h, w)
         noise, timesteps = self._noise(latents.shape, gen)
-        noisy = first_frame_noisy(latents, noise, timesteps, self.scheduler)
         with self.accelerator.autocast():
-            pred = predict(model, noisy, timesteps, self._text(len(index)))
-        loss = per_sample_error(pred, prediction_target(latents, noise, timesteps, self.scheduler)).mean()
+            loss = denoising_errors(model, self.scheduler, latents, noise, timesteps, self._text(len(index))).mean()
         return loss, {"loss": loss.item()}
 
     def _dpo_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:

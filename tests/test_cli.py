@@ -1,0 +1,146 @@
+"""`python -m huvi`: exit codes, one-line errors, run folders left alone, a tiny train end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import BAD_CASES, folder_snapshot, metric_rows
+from huvi.cli import EXIT_BAD_INPUT, main
+from huvi.runs import Run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in lines(text) if line.startswith("error:")]
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    """`python -m huvi ARGS` in a real process (offline, with this session's cache dir)."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "huvi", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+# check -------------------------------------------------------------------------------------------
+def test_check_passes_a_good_category(category, capsys):
+    assert main(["check", "--category", str(category), "--preset", "tiny"]) == 0
+    out, err = capsys.readouterr()
+    assert lines(out)[-1] == f"{category}: ready to train with preset tiny."
+    assert [line for line in lines(out) if line.startswith("warning:")] == [
+        "warning: squares has 6 rated clips; the method is tuned for 8-16."
+    ]
+    assert error_lines(out) == [] and "Traceback" not in err
+
+
+def test_check_reports_each_bad_input(bad_category, capsys):
+    assert main(["check", "--category", str(bad_category.root), "--preset", "tiny"]) == EXIT_BAD_INPUT
+    out, err = capsys.readouterr()
+    errors = error_lines(out)
+    assert len(errors) == 1 and bad_category.message in errors[0]
+    assert lines(err) == [f"{bad_category.root}: 1 problem(s) to fix before training."]
+    assert "Traceback" not in out + err
+
+
+def test_train_refuses_each_bad_input_with_one_line(bad_category, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code = main(["train", "--category", str(bad_category.root), "--out", str(out_dir), "--preset", "tiny", "--steps", "1"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_BAD_INPUT
+    errors = error_lines(err)
+    assert len(errors) == 1, err
+    assert bad_category.message in errors[0]
+    assert "Traceback" not in out + err
+    assert not (out_dir / "adapters").exists()
+
+
+def test_a_failed_start_can_be_rerun_after_fixing_the_clip(category_copy, tmp_path, capsys):
+    BAD_CASES["unreadable_clip"].mutate(category_copy)
+    out_dir = tmp_path / "run"
+    args = ["train", "--category", str(category_copy), "--out", str(out_dir), "--preset", "tiny", "--steps", "1"]
+    assert main(args) == EXIT_BAD_INPUT
+    capsys.readouterr()
+    left = sorted(p.name for p in out_dir.iterdir()) if out_dir.exists() else []
+    assert left == []
+
+
+# train -------------------------------------------------------------------------------------------
+def test_train_will_not_touch_an_existing_run(trained_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run.root, copy)
+    before = folder_snapshot(copy)
+    code = main(["train", "--category", str(trained_run.category), "--out", str(copy), "--preset", "tiny", "--steps", "2"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_BAD_INPUT
+    assert len(error_lines(err)) == 1 and "--resume" in error_lines(err)[0]
+    assert "Traceback" not in err
+    assert folder_snapshot(copy) == before
+
+
+@pytest.mark.parametrize("extra", [["--set", "dpo.beta=2500"], ["--steps", "5"], ["--preset", "tiny"]])
+def test_resume_refuses_new_settings(trained_run, tmp_path, capsys, extra):
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run.root, copy)
+    before = folder_snapshot(copy)
+    code = main(["train", "--category", str(trained_run.category), "--out", str(copy), "--resume", *extra])
+    out, err = capsys.readouterr()
+    assert code == EXIT_BAD_INPUT
+    errors = error_lines(err)
+    assert len(errors) == 1 and "--resume" in errors[0] and "config.yaml" in errors[0]
+    assert "Traceback" not in err
+    assert folder_snapshot(copy) == before
+
+
+def test_tiny_train_writes_the_run_folder(category, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code = main(["train", "--category", str(category), "--out", str(out_dir), "--preset", "tiny", "--steps", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run = Run(out_dir)
+    for path in (run.config_path, run.metrics_path, run.adapter_path("motion"), run.adapter_path("dpo")):
+        assert path.is_file(), path
+    cfg = run.read_config()
+    assert (cfg.preset, cfg.motion.steps, cfg.dpo.steps) == ("tiny", 2, 2)
+    rows = metric_rows(out_dir)
+    assert [(r["stage"], r["step"]) for r in rows] == [("motion", 1), ("motion", 2), ("dpo", 1), ("dpo", 2)]
+    printed = [json.loads(line) for line in lines(out)]
+    assert printed[-1] == rows[-1]
+    assert printed[-1]["stage"] == "dpo" and printed[-1]["step"] == 2
+    assert printed[0] == rows[1]  # the motion stage's last row comes first
+
+
+# real processes ------------------------------------------------------------------------------------
+def test_module_check_exit_codes(category, category_copy):
+    good = run_module("check", "--category", str(category), "--preset", "tiny")
+    assert good.returncode == 0, good.stderr
+    assert lines(good.stdout)[-1].endswith("ready to train with preset tiny.")
+
+    meta = json.loads((category_copy / "category.json").read_text())
+    meta["scores"][sorted(meta["scores"])[0]] = 0
+    (category_copy / "category.json").write_text(json.dumps(meta))
+    bad = run_module("check", "--category", str(category_copy), "--preset", "tiny")
+    assert bad.returncode == 2
+    assert "score 0 is not a whole number" in bad.stdout
+    assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_module_train_bad_clip_is_one_error_line(category_copy, tmp_path):
+    name = sorted(json.loads((category_copy / "category.json").read_text())["scores"])[0]
+    (category_copy / "clips" / name).write_text("not a video")
+    proc = run_module("train", "--category", str(category_copy), "--out", str(tmp_path / "run"), "--preset", "tiny", "--steps", "1")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = error_lines(proc.stderr)
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: {name}: could not be decoded as a video")
+    assert lines(proc.stderr)[-1] == errors[0]
