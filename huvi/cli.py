@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from huvi.errors import HuviError
@@ -22,6 +23,7 @@ EXIT_STOPPED = 130
 
 
 def _setup_logging(verbose: bool) -> None:
+    warnings.filterwarnings("ignore", category=UserWarning, module="huggingface_hub")  # deprecation chatter
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     from diffusers.utils import logging as diffusers_logging
@@ -69,8 +71,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    for stage, row in result.last.items():
-        print(json.dumps(row))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        for row in result.last.values():
+            print(json.dumps(row))
     if result.stopped:
         print(f"Stopped; continue with: python -m huvi train --category {args.category} --out {args.out} --resume", file=sys.stderr)
         return EXIT_STOPPED
