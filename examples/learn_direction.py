@@ -56,6 +56,7 @@ def main() -> None:
             "train_seconds": round(seconds),
             "held_out_pairs": pairs,
             "held_out_accuracy": round(accuracy, 3),
+            "held_out_by_set": [round(x.accuracy, 3) for x in scores],
             "train_accuracy": round(evaluate_run(run, category, samples=args.samples, show_progress=False).accuracy, 3),
             "last_dpo_row": result.last.get("dpo"),
         }
