@@ -9,11 +9,9 @@ Pretrained parts come from the Hub ids or folders in the config through the usua
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass
 from functools import cache
 
-import torch
 from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -21,8 +19,6 @@ from huvi import tiny
 from huvi.attention import set_spatial_attention
 from huvi.config import ModelConfig
 from huvi.errors import HuviError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -13,7 +13,6 @@ folder with a final name is always whole.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from safetensors.torch import load_file
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.io import publish_dir, write_json, write_safetensors, write_text
-
-logger = logging.getLogger(__name__)
 
 STAGES = ("motion", "dpo")
 _CKPT = re.compile(r"(motion|dpo)-(\d{6})")
