@@ -144,7 +144,7 @@ def set_spatial_attention(unet, mode: str, backend: str = "auto") -> None:
     unet._huvi_frame_hooks = []
     names = [name for name in unet.attn_processors if SPATIAL_SELF_ATTENTION.fullmatch(name)]
     if mode == "full":
-        unet.set_attn_processor({name: proc for name, proc in unet.attn_processors.items()} | {n: AttnProcessor2_0() for n in names})
+        unet.set_attn_processor(dict(unet.attn_processors) | {n: AttnProcessor2_0() for n in names})
         return
     use_xformers = backend == "xformers" or (backend == "auto" and torch.cuda.is_available())
     if use_xformers and _xformers_attention() is None:
@@ -153,6 +153,6 @@ def set_spatial_attention(unet, mode: str, backend: str = "auto") -> None:
         use_xformers = False
     frame_count = FrameCount()
     processor = SparseCausalAttnProcessor(frame_count, use_xformers=use_xformers)
-    unet.set_attn_processor({name: proc for name, proc in unet.attn_processors.items()} | {n: processor for n in names})
+    unet.set_attn_processor(dict(unet.attn_processors) | {n: processor for n in names})
     unet._huvi_frame_hooks = [unet.register_forward_pre_hook(_RecordFrames(frame_count), with_kwargs=True)]
     logger.debug("sparse-causal attention in %d spatial self-attention layers (%s)", len(names), "xformers" if use_xformers else "sdpa")

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from huvi.backbone import Encoders
-from huvi.category import Category, clip_frames
+from huvi.category import Category, clip_frames, first_problem
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.io import write_safetensors
@@ -150,8 +150,7 @@ def cache_category(
             write_safetensors(path, stored, metadata={"clip": clip.name})
         clips[clip.name] = ClipLatents(stored["latents"], stored["flipped"])
     if failures:
-        more = f" ({len(failures) - 1} more clips have problems: run `python -m huvi check --category {category.root}`)" if len(failures) > 1 else ""
-        raise HuviError(failures[0].rstrip(".") + more + ".")
+        raise first_problem(failures, category.root)
     if encoders is not None:
         encoders = None  # free the VAE and text encoder before the UNet trains
         if device.type == "cuda":

@@ -126,10 +126,15 @@ def load_category(root: Path) -> Category:
         if problem.level == "warning":
             logger.warning(problem.message)
     if errors:
-        more = f" ({len(errors) - 1} more problems: run `python -m huvi check --category {root}`)" if len(errors) > 1 else ""
-        raise HuviError(errors[0].message.rstrip(".") + more + ".")
+        raise first_problem([p.message for p in errors], root)
     clips = tuple(Clip(name, root / "clips" / name, score) for name, score in sorted(scores.items()))
     return Category(root=root, prompt=prompt, clips=clips)
+
+
+def first_problem(messages: list[str], root: Path) -> HuviError:
+    """One sentence for a list of problems: the first, and how to see the rest."""
+    more = f" ({len(messages) - 1} more problems: run `python -m huvi check --category {root}`)" if len(messages) > 1 else ""
+    return HuviError(messages[0].rstrip(".") + more + ".")
 
 
 def clip_frames(path: Path, data: DataConfig):

@@ -277,6 +277,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def load_config(preset: str = "sd15-24gb", overrides: list[str] | dict[str, Any] | None = None) -> HuviConfig:
     """Defaults, then the preset's overrides, then the caller's (`key=value` strings or a nested dict)."""
     over = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
-    data = _merge(_merge({}, read_preset(preset)), over)
+    data = _merge(read_preset(preset), over)
     data.setdefault("preset", Path(preset).stem)
     return HuviConfig.from_dict(data)

@@ -47,8 +47,6 @@ def read_clip(path: Path, width: int, height: int, stride: int = 1, max_frames: 
             frames.append(fit_frame(frame[..., :3], width, height))
             if max_frames is not None and len(frames) >= max_frames:
                 break
-    except HuviError:
-        raise
     except Exception as err:  # imageio raises many types for unreadable input
         if not frames:
             raise HuviError(
