@@ -38,7 +38,7 @@ def _tiny_copy(name: str):
     return copy.deepcopy(_tiny()[name])
 
 
-def _pretrained(loader, repo: str, **kwargs):
+def pretrained(loader, repo: str, **kwargs):
     """`loader.from_pretrained(repo, **kwargs)`, with a missing download turned into one sentence."""
     try:
         return loader.from_pretrained(repo, **kwargs)
@@ -58,8 +58,8 @@ def load_unet(cfg: ModelConfig) -> UNetMotionModel:
         # temporal attention LoRA (proj_in/proj_out are called with input=..., so peft cannot wrap them).
         unet = UNetMotionModel.from_unet2d(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"))
     else:
-        unet2d = _pretrained(UNet2DConditionModel, cfg.base, subfolder="unet")
-        adapter = _pretrained(MotionAdapter, cfg.motion_adapter)
+        unet2d = pretrained(UNet2DConditionModel, cfg.base, subfolder="unet")
+        adapter = pretrained(MotionAdapter, cfg.motion_adapter)
         unet = UNetMotionModel.from_unet2d(unet2d, adapter)
         del unet2d, adapter
     set_spatial_attention(unet, cfg.attention, cfg.attention_backend)
@@ -70,13 +70,13 @@ def load_encoders(cfg: ModelConfig) -> Encoders:
     if cfg.source == "tiny":
         return Encoders(_tiny_copy("vae"), _tiny_copy("text_encoder"), _tiny()["tokenizer"])
     return Encoders(
-        vae=_pretrained(AutoencoderKL, cfg.base, subfolder="vae").eval(),
-        text_encoder=_pretrained(CLIPTextModel, cfg.base, subfolder="text_encoder").eval(),
-        tokenizer=_pretrained(CLIPTokenizer, cfg.base, subfolder="tokenizer"),
+        vae=pretrained(AutoencoderKL, cfg.base, subfolder="vae").eval(),
+        text_encoder=pretrained(CLIPTextModel, cfg.base, subfolder="text_encoder").eval(),
+        tokenizer=pretrained(CLIPTokenizer, cfg.base, subfolder="tokenizer"),
     )
 
 
 def load_scheduler(cfg: ModelConfig) -> DDPMScheduler:
     if cfg.source == "tiny":
         return DDPMScheduler.from_config(_tiny()["scheduler"].config)
-    return _pretrained(DDPMScheduler, cfg.base, subfolder="scheduler")
+    return pretrained(DDPMScheduler, cfg.base, subfolder="scheduler")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -91,6 +92,7 @@ def _load(path: Path) -> dict[str, torch.Tensor] | None:
 @torch.no_grad()
 def encode_frames(vae, frames, device: torch.device) -> torch.Tensor:
     """(f, h, w, 3) uint8 -> (c, f, h/s, w/s) latents: the posterior mean times the VAE's scaling_factor."""
+    frames = np.require(frames, requirements="W")  # torch.from_numpy wants a writable array
     pixels = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (f, 3, h, w) in [-1, 1]
     chunks = [vae.encode(chunk).latent_dist.mean for chunk in pixels.split(ENCODE_BATCH)]
     latents = torch.cat(chunks) * vae.config.scaling_factor  # (f, c, h', w')

@@ -1,4 +1,4 @@
-"""`python -m huvi {train,evaluate,check}`: the command line over the library.
+"""`python -m huvi {train,evaluate,check,generate,export,metrics}`: the command line over the library.
 
 Bad input ends with one sentence on stderr and exit code 2; a clean stop (Ctrl-C, SIGTERM)
 checkpoints and exits 130.
@@ -106,6 +106,52 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from huvi.generate import GenerateRequest, generate
+
+    request = GenerateRequest(
+        prompt=args.prompt,
+        first_frame=args.first_frame,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        dpo_scale=args.dpo_scale,
+        motion_scale=args.motion_scale,
+        compare=args.compare,
+    )
+    result = generate(args.run, request, args.out)
+    print(json.dumps({k: str(v) for k, v in vars(result).items() if v is not None}))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from huvi.export import export_run
+
+    result = export_run(args.run, args.format, args.out, merge=args.merge)
+    print(json.dumps({"files": [str(f) for f in result.files], "card": str(result.card)}))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from huvi.metrics import CLIP_MODEL, ClipScorer, video_metrics
+    from huvi.video import read_clip
+
+    scorer = None
+    if args.prompt is not None:
+        scorer = ClipScorer.load_local(args.clip_model)
+        if scorer is None:
+            logger.warning("CLIP model %s is not on this machine: CLIP scores are skipped (fetch it with `hf download %s`).", args.clip_model, CLIP_MODEL)
+    failed = 0
+    for path in args.videos:
+        try:
+            frames = read_clip(path, None, None)
+            print(json.dumps(video_metrics(path, frames, args.prompt, scorer)))
+        except HuviError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+    return EXIT_BAD_INPUT if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m huvi", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -131,6 +177,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", type=Path, required=True)
     p.add_argument("--preset", help="preset whose frame count and size the clips must fit")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("generate", help="make a clip with a run's adapters, first-frame-conditioned")
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--first-frame", type=Path, help="image for frame 0 (default: DPO-SDXL draws one from the prompt)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="denoising steps (default: the run's generate.steps)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the run's generate.guidance)")
+    p.add_argument("--dpo-scale", type=float, default=1.0, help="strength of the DPO adapter (0 = motion adapter only)")
+    p.add_argument("--motion-scale", type=float, default=1.0, help="strength of the motion adapter")
+    p.add_argument("--compare", action="store_true", help="also write the same seed without DPO, and both side by side")
+    p.add_argument("--out", type=Path, required=True, help="FILE.mp4 or FILE.gif")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="write a run's LoRA for diffusers, kohya-style tools or ComfyUI")
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--format", choices=("diffusers", "kohya", "comfy-motion"), default="diffusers")
+    p.add_argument("--merge", action="store_true", help="motion and DPO adapters combined into one file")
+    p.add_argument("--out", type=Path, required=True, help="FILE.safetensors (a model card README.md goes beside it)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("metrics", help="temporal consistency (SSIM, MSE) and CLIP score of clips, one JSON line each")
+    p.add_argument("videos", type=Path, nargs="+")
+    p.add_argument("--prompt", help="text for the CLIP score (skipped when no CLIP model is on this machine)")
+    p.add_argument("--clip-model", default="openai/clip-vit-large-patch14", help="CLIP model id or folder, never downloaded")
+    p.set_defaults(func=cmd_metrics)
     return parser
 
 

@@ -155,6 +155,42 @@ class OptimConfig:
 
 
 @dataclass
+class FirstFrameConfig:
+    """DPO-SDXL makes the first frame when the user gives none (HuViDPO): the SDXL base pipeline
+    with its UNet swapped for the Diffusion-DPO-tuned one. The tiny preset uses a tiny random SDXL."""
+
+    sdxl_base: str = "stabilityai/stable-diffusion-xl-base-1.0"  # SDXL pipeline (Hub id or folder): VAE, text encoders, scheduler
+    dpo_unet: str = "mhdang/dpo-sdxl-text2image-v1"  # replaces the base UNet (its `unet` subfolder)
+    steps: int = 30  # SDXL denoising steps
+    guidance: float = 5.0  # classifier-free guidance scale (DPO-SDXL's model card value)
+    area: int = 1024 * 1024  # pixels of the SDXL image; the width x height bucket nearest the video's aspect ratio is used
+    cpu_offload: bool = False  # SDXL's modules visit the GPU one at a time (slower; for cards under 16 GB)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, f"first_frame.steps must be at least 1, not {self.steps}.")
+        _check(self.guidance >= 1.0, f"first_frame.guidance must be at least 1 (1 turns guidance off), not {self.guidance}.")
+        _check(self.area >= 64 * 64, f"first_frame.area must be at least {64 * 64} pixels, not {self.area}.")
+
+
+@dataclass
+class GenerateConfig:
+    steps: int = 25  # denoising steps of the video sampler
+    guidance: float = 7.5  # classifier-free guidance scale (1 turns it off and halves the work)
+    scheduler: Literal["ddim", "euler", "dpm++"] = "ddim"  # built from the training noise schedule
+    negative_prompt: str = ""  # the unconditional branch of guidance
+    fps: int = 8  # frames per second of written clips (16 frames at stride 2 of 24 fps footage ~ 1.3 s)
+    preview_every: int = 0  # training steps between preview clips in RUN/previews (0: none)
+    first_frame: FirstFrameConfig = field(default_factory=FirstFrameConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, f"generate.steps must be at least 1, not {self.steps}.")
+        _check(self.guidance >= 1.0, f"generate.guidance must be at least 1 (1 turns guidance off), not {self.guidance}.")
+        _check(self.scheduler in ("ddim", "euler", "dpm++"), f"generate.scheduler must be ddim, euler or dpm++, not {self.scheduler!r}.")
+        _check(self.fps >= 1, f"generate.fps must be at least 1, not {self.fps}.")
+        _check(self.preview_every >= 0, f"generate.preview_every must be 0 (off) or more, not {self.preview_every}.")
+
+
+@dataclass
 class HuviConfig:
     preset: str = "sd15-24gb"  # the preset this config was resolved from (informational)
     seed: int = 0  # decides pair order, noise, timesteps, crops and flips
@@ -166,6 +202,7 @@ class HuviConfig:
     motion: MotionStageConfig = field(default_factory=MotionStageConfig)
     dpo: DpoStageConfig = field(default_factory=DpoStageConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def __post_init__(self) -> None:
         _check(self.precision in ("auto", "no", "fp16", "bf16"), f"precision must be auto, no, fp16 or bf16, not {self.precision!r}.")

@@ -1,10 +1,12 @@
 """The run folder: what a training run writes, and how it is read back.
 
     RUN/config.yaml                   the resolved HuviConfig the run started with
+    RUN/run.json                      what it was trained on: category folder, prompt, clips, pairs
     RUN/metrics.jsonl                 one JSON object per step, with "stage" and "step"
     RUN/train.log                     the log
     RUN/adapters/{motion,dpo}.safetensors   final adapters (peft keys, settings in metadata)
     RUN/checkpoints/{stage}-{step:06d}/     adapter, optimizer, lr schedule, RNG, pair order, step
+    RUN/previews/{stage}-{step:06d}.mp4     fixed-seed preview clips (every generate.preview_every steps)
 
 A checkpoint folder is written under a temporary name and renamed when complete, so the newest
 folder with a final name is always whole.
@@ -46,6 +48,7 @@ class Run:
         self.root = Path(root)
 
     config_path = property(lambda self: self.root / "config.yaml")
+    info_path = property(lambda self: self.root / "run.json")
     metrics_path = property(lambda self: self.root / "metrics.jsonl")
     log_path = property(lambda self: self.root / "train.log")
     checkpoints = property(lambda self: self.root / "checkpoints")
@@ -53,11 +56,25 @@ class Run:
     def adapter_path(self, stage: str) -> Path:
         return self.root / "adapters" / f"{stage}.safetensors"
 
+    def preview_path(self, stage: str, step: int) -> Path:
+        return self.root / "previews" / f"{stage}-{step:06d}.mp4"
+
     def exists(self) -> bool:
         return self.config_path.is_file()
 
     def write_config(self, cfg: HuviConfig) -> None:
         write_text(self.config_path, cfg.to_yaml())
+
+    def write_info(self, info: dict) -> None:
+        write_json(self.info_path, info)
+
+    def read_info(self) -> dict:
+        """run.json, or {} for a run without one (or with an unreadable one)."""
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def read_config(self) -> HuviConfig:
         if not self.exists():

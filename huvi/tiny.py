@@ -12,8 +12,19 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    MotionAdapter,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 from huvi.diffusion import SD15_SCHEDULER
 
@@ -64,6 +75,29 @@ TEXT = dict(
 )
 
 
+# Tiny SDXL for the first-frame path: two text encoders whose hidden states are concatenated
+# (32 + 32 = 64 = cross_attention_dim) and a "text_time" embedding of the second encoder's pooled
+# output (32) plus six size/crop numbers (6 x 8): 32 + 48 = 80 inputs.
+SDXL_TIME_DIM = 8
+SDXL_UNET = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=SDXL_TIME_DIM,
+    transformer_layers_per_block=(1, 1),
+    projection_class_embeddings_input_dim=TEXT_DIM + 6 * SDXL_TIME_DIM,
+    cross_attention_dim=2 * TEXT_DIM,
+    norm_num_groups=8,
+)
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte-to-printable-character table (every byte gets one visible character)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -106,6 +140,27 @@ def build_tokenizer() -> CLIPTokenizer:
         return CLIPTokenizer.from_pretrained(tmp)
 
 
+def _text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return CLIPTextConfig(vocab_size=len(tokenizer), **ids, **TEXT)
+
+
+def build_sdxl_components() -> dict:
+    """Keyword arguments of a tiny random `StableDiffusionXLPipeline` (seeded like the rest)."""
+    tokenizer = build_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(WEIGHT_SEED + 1)
+        return dict(
+            unet=UNet2DConditionModel(**SDXL_UNET),
+            vae=AutoencoderKL(**VAE),
+            text_encoder=CLIPTextModel(_text_config(tokenizer)),
+            text_encoder_2=CLIPTextModelWithProjection(_text_config(tokenizer)),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            scheduler=EulerDiscreteScheduler.from_config(SD15_SCHEDULER),
+        )
+
+
 def build_components() -> dict:
     """unet2d, motion_adapter, vae, text_encoder, tokenizer and scheduler of the tiny preset."""
     tokenizer = build_tokenizer()
@@ -114,15 +169,7 @@ def build_components() -> dict:
         unet2d = UNet2DConditionModel(**UNET2D)
         adapter = MotionAdapter(**MOTION)
         vae = AutoencoderKL(**VAE)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                **TEXT,
-            )
-        )
+        text_encoder = CLIPTextModel(_text_config(tokenizer))
     return dict(
         unet2d=unet2d,
         motion_adapter=adapter,

@@ -33,9 +33,16 @@ from huvi.errors import HuviError
 from huvi.evaluate import score_pairs
 from huvi.losses import diffusion_dpo_loss
 from huvi.optim import make_lr_schedule, make_optimizer
-from huvi.precision import resolve_precision, weight_dtype
 from huvi.pairs import Pair, form_pairs, split_pairs
-from huvi.runs import STAGES, CheckpointRef, Run, optimizer_from_tensors, optimizer_to_tensors
+from huvi.precision import resolve_precision, weight_dtype
+from huvi.previews import Previewer
+from huvi.runs import (
+    STAGES,
+    CheckpointRef,
+    Run,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +85,15 @@ def train(
     if not resume and accelerator.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
+        run.write_info(
+            {
+                "category": str(category.root.resolve()),
+                "prompt": category.prompt,
+                "clips": len(category.clips),
+                "pairs": len(trainer.pairs_train),
+                "held_out_pairs": len(trainer.pairs_val),
+            }
+        )
     accelerator.wait_for_everyone()
     return trainer.fit(stages, should_stop or (lambda: False), resume)
 
@@ -93,6 +109,7 @@ class _Trainer:
         self.latents: CategoryLatents | None = None
         self.unet = None
         self.scheduler = load_scheduler(cfg.model)
+        self.previewer: Previewer | None = None
 
     # setup -----------------------------------------------------------------------------------
     def setup(self, stages: list[str]) -> None:
@@ -103,6 +120,8 @@ class _Trainer:
             logger.info("%d preference pairs: %d for training, %d held out", len(pairs), len(self.pairs_train), len(self.pairs_val))
         with self.accelerator.main_process_first():
             self.latents = cache_category(self.category, cfg, lambda: load_encoders(cfg.model), self.device, self.show_progress)
+        if cfg.generate.preview_every and self.accelerator.is_main_process:
+            self.previewer = Previewer(cfg, self.latents, self.category.scores, self.scheduler, self.device)
         self.unet = load_unet(cfg.model)
         if cfg.model.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
@@ -200,6 +219,8 @@ class _Trainer:
                     bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "accuracy") if k in row})
                     if step % self.cfg.log_every == 0 or step == 1:
                         logger.info("%s", " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                if self.previewer is not None and step % self.cfg.generate.preview_every == 0:
+                    self.previewer.write(acc.unwrap_model(model), self.run.preview_path(stage, step))
                 if acc.is_main_process and should_stop():
                     acc.set_trigger()
                 if acc.check_trigger():

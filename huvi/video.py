@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from huvi.errors import HuviError
+from huvi.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5)))
 
 
-def read_clip(path: Path, width: int, height: int, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
-    """Every `stride`-th frame of `path` (up to `max_frames`), fitted to width x height.
+def read_clip(path: Path, width: int | None, height: int | None, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
+    """Every `stride`-th frame of `path` (up to `max_frames`), fitted to width x height (None: as stored).
 
     Returns (f, height, width, 3) uint8. Raises HuviError with one sentence when the file cannot be
     decoded or holds no frames. Frames are counted by decoding, never from container metadata.
@@ -44,7 +45,8 @@ def read_clip(path: Path, width: int, height: int, stride: int = 1, max_frames: 
                 continue
             if frame.ndim == 2:
                 frame = np.stack([frame] * 3, axis=-1)
-            frames.append(fit_frame(frame[..., :3], width, height))
+            frame = frame[..., :3]
+            frames.append(frame if width is None or height is None else fit_frame(frame, width, height))
             if max_frames is not None and len(frames) >= max_frames:
                 break
     except Exception as err:  # imageio raises many types for unreadable input
@@ -59,9 +61,15 @@ def read_clip(path: Path, width: int, height: int, stride: int = 1, max_frames: 
 
 
 def write_clip(path: Path, frames: np.ndarray, fps: int = 8) -> None:
-    """Write (f, h, w, 3) uint8 frames as MP4 (H.264, any size) or GIF, by the path's suffix."""
+    """Write (f, h, w, 3) uint8 frames as MP4 (H.264, any size) or GIF, by the path's suffix, atomically."""
     path = Path(path)
     if path.suffix.lower() == ".gif":
-        iio.imwrite(path, frames, extension=".gif", duration=1000 / fps, loop=0)
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0))
         return
-    iio.imwrite(path, frames, extension=path.suffix or ".mp4", fps=fps, codec="libx264", macro_block_size=1)
+
+    def write_mp4(tmp: Path) -> None:
+        iio.imwrite(tmp, frames, extension=path.suffix or ".mp4", fps=fps, codec="libx264", macro_block_size=1)
+        if tmp.stat().st_size == 0:  # ffmpeg reports some failures only on its stderr
+            raise HuviError(f"Could not write {path.name}: ffmpeg produced an empty file.")
+
+    atomic_write(path, write_mp4)
