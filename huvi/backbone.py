@@ -1,6 +1,7 @@
 """The video model: an SD1.5 UNet plus an AnimateDiff motion adapter, and its encoders.
 
-`load_unet` builds the diffusers `UNetMotionModel` (sparse-causal attention installed per config);
+`load_unet` builds the diffusers `UNetMotionModel` (sparse-causal attention installed per config,
+motion modules checkpointed with the rest);
 `load_encoders` the VAE, CLIP text encoder and tokenizer; `load_scheduler` the DDPM noise schedule.
 Pretrained parts come from the Hub ids or folders in the config through the usual
 `from_pretrained` calls; `model.source: tiny` builds small random ones in code (huvi.tiny).
@@ -17,6 +18,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from huvi import tiny
 from huvi.attention import set_spatial_attention
+from huvi.checkpointing import checkpoint_motion_modules
 from huvi.config import ModelConfig
 from huvi.errors import HuviError
 
@@ -51,19 +53,22 @@ def pretrained(loader, repo: str, **kwargs):
         ) from None
 
 
+def assemble_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter, cfg: ModelConfig) -> UNetMotionModel:
+    """The video UNet of `unet2d` and `adapter`, with huvi's spatial attention and with every
+    motion module following the UNet's gradient checkpointing switch."""
+    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    checkpoint_motion_modules(unet)
+    set_spatial_attention(unet, cfg.attention, cfg.attention_backend)
+    return unet.eval()
+
+
 def load_unet(cfg: ModelConfig) -> UNetMotionModel:
     if cfg.source == "tiny":
         # The random motion modules keep their random proj_out (not zeroed to an identity): they
         # stand in for pretrained ones, and a zero proj_out would block every gradient to the
         # temporal attention LoRA (proj_in/proj_out are called with input=..., so peft cannot wrap them).
-        unet = UNetMotionModel.from_unet2d(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"))
-    else:
-        unet2d = pretrained(UNet2DConditionModel, cfg.base, subfolder="unet")
-        adapter = pretrained(MotionAdapter, cfg.motion_adapter)
-        unet = UNetMotionModel.from_unet2d(unet2d, adapter)
-        del unet2d, adapter
-    set_spatial_attention(unet, cfg.attention, cfg.attention_backend)
-    return unet.eval()
+        return assemble_unet(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"), cfg)
+    return assemble_unet(pretrained(UNet2DConditionModel, cfg.base, subfolder="unet"), pretrained(MotionAdapter, cfg.motion_adapter), cfg)
 
 
 def load_encoders(cfg: ModelConfig) -> Encoders:

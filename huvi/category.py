@@ -1,21 +1,37 @@
 """A category: a folder with `category.json` and its clips in `clips/`.
 
-    DIR/category.json   {"prompt": "a person playing guitar", "scores": {"a.mp4": 4, "b.mp4": 2}}
+    DIR/category.json   {"prompt": "a person playing guitar", "scores": {"a.mp4": 4, "b.mp4": 2},
+                         "pairs": [{"a": "c.mp4", "b": "d.mp4", "segments": ["a", "tie", "b", null]},
+                                   {"a": "e.mp4", "b": "f.mp4", "winner": "b"}]}
     DIR/clips/a.mp4 ...
 
+"pairs" is optional: explicit preference pairs (`huvi.pairs.ExplicitPair`), labelled per clip
+("winner") or per segment ("segments", DenseDPO; `huvi.segments` says which frames a segment
+covers). Labels are "a", "b" or "tie"; a segment label may be null (not labelled yet), and a pair
+with no label at all is kept but not trained on. `dense-pairs` also writes an "aligned" object
+saying how it made the pair.
+
 `load_category` returns the validated category or raises the first problem as a HuviError;
-`check_category` collects every problem (and, given a data config, decodes every clip).
+`check_category` collects every problem (and, given a data config, decodes every clip and checks
+each pair's frame counts and segment count). `add_pair`, `label_pair` and `remove_pair` edit the
+pairs atomically, through `edit_meta`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from huvi.config import DataConfig
 from huvi.errors import HuviError
+from huvi.io import write_json
+from huvi.pairs import ExplicitPair
+from huvi.segments import LABELS
 from huvi.video import VIDEO_SUFFIXES, read_clip
 
 logger = logging.getLogger(__name__)
@@ -24,18 +40,23 @@ MIN_CLIPS = 4
 ADVISED_CLIPS = (8, 16)
 
 
+PAIR_KEYS = ("a", "b", "winner", "segments", "aligned")
+_edit_lock = threading.Lock()  # one read-modify-write of a category.json at a time in this process
+
+
 @dataclass(frozen=True)
 class Clip:
     name: str  # file name inside clips/
     path: Path
-    score: int  # 1..5
+    score: int | None  # 1..5; None for a clip used only by explicit pairs
 
 
 @dataclass(frozen=True)
 class Category:
     root: Path
     prompt: str
-    clips: tuple[Clip, ...]
+    clips: tuple[Clip, ...]  # every clip the category uses: rated, or in an explicit pair
+    pairs: tuple[ExplicitPair, ...] = ()
 
     @property
     def name(self) -> str:
@@ -43,7 +64,8 @@ class Category:
 
     @property
     def scores(self) -> dict[str, int]:
-        return {clip.name: clip.score for clip in self.clips}
+        """The rated clips' scores (what the motion stage and rating pairs use)."""
+        return {clip.name: clip.score for clip in self.clips if clip.score is not None}
 
 
 @dataclass(frozen=True)
@@ -56,79 +78,202 @@ def _valid_score(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
 
 
-def _structure(root: Path) -> tuple[str, dict, list[Problem]]:
-    """Read category.json and compare it with clips/; returns (prompt, valid scores, problems)."""
-    root = Path(root)
-    meta = root / "category.json"
-    if not root.is_dir():
-        return "", {}, [Problem("error", f"{root} is not a folder; give the category's folder (the one holding category.json).")]
-    if not meta.is_file():
-        return "", {}, [Problem("error", f"{root.name} has no category.json; create one with a prompt and a score per clip.")]
+@dataclass
+class _Parsed:
+    prompt: str = ""
+    scores: dict[str, int] = field(default_factory=dict)
+    pairs: list[ExplicitPair] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def clip_names(self) -> list[str]:
+        """Rated clips and the clips of explicit pairs, sorted."""
+        return sorted(set(self.scores) | {n for p in self.pairs for n in (p.a, p.b)})
+
+
+def _read_meta(meta: Path) -> tuple[dict | None, Problem | None]:
     try:
         data = json.loads(meta.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return "", {}, [Problem("error", f"{meta} is not valid JSON ({err}); fix it or recreate the category.")]
+        return None, Problem("error", f"{meta} is not valid JSON ({err}); fix it or recreate the category.")
     if not isinstance(data, dict):
-        return "", {}, [Problem("error", f"{meta} must hold an object with \"prompt\" and \"scores\".")]
+        return None, Problem("error", f"{meta} must hold an object with \"prompt\" and \"scores\".")
+    return data, None
 
-    problems = []
+
+def _clip_files(clip_dir: Path) -> set[str]:
+    return {p.name for p in clip_dir.iterdir() if p.is_file() and not p.name.startswith(".")} if clip_dir.is_dir() else set()
+
+
+def _clip_problem(name: str, files: set[str], clip_dir: Path) -> str | None:
+    if name not in files:
+        return f"not found in {clip_dir}"
+    if Path(name).suffix.lower() not in VIDEO_SUFFIXES:
+        return f"not a supported clip type ({', '.join(VIDEO_SUFFIXES)})"
+    return None
+
+
+def _parse_pair(entry: Any, where: str, files: set[str], clip_dir: Path) -> tuple[ExplicitPair | None, list[str]]:
+    """One "pairs" entry as an ExplicitPair, or None and the sentences saying what is wrong.
+
+    `where` names the entry ("pair 3"); both clips must be among `files`, the names in `clip_dir`.
+    """
+    if not isinstance(entry, dict):
+        return None, [f"{where} must be an object with \"a\" and \"b\" clip names and a \"winner\" or \"segments\" label."]
+    a, b = entry.get("a"), entry.get("b")
+    if not (isinstance(a, str) and a and isinstance(b, str) and b):
+        return None, [f"{where} needs the file names of its two clips in \"a\" and \"b\"."]
+    where = f"{where} ({a} vs {b})"
+    errors = [f"{where}: unknown key {key!r}; a pair holds {', '.join(PAIR_KEYS)}." for key in entry if key not in PAIR_KEYS]
+    if a == b:
+        errors.append(f"{where}: a clip cannot be paired with itself; name two different clips.")
+    errors += [f"{where}: {name} is {problem}." for name in (a, b) if (problem := _clip_problem(name, files, clip_dir))]
+    winner = entry.get("winner")
+    if winner is not None and winner not in LABELS:
+        errors.append(f"{where}: winner {winner!r} is unknown; use \"a\", \"b\" or \"tie\".")
+    segments = entry.get("segments")
+    if segments is not None:
+        if not isinstance(segments, list) or not segments:
+            errors.append(f"{where}: \"segments\" must be a list with one label per segment (\"a\", \"b\", \"tie\" or null).")
+        else:
+            errors += [
+                f"{where}: segment {k + 1} label {label!r} is unknown; use \"a\", \"b\", \"tie\" or null (not labelled yet)."
+                for k, label in enumerate(segments)
+                if label is not None and label not in LABELS
+            ]
+    aligned = entry.get("aligned")
+    if aligned is not None and not isinstance(aligned, dict):
+        errors.append(f"{where}: \"aligned\" must be an object (dense-pairs writes it); remove it or restore it.")
+    if errors:
+        return None, errors
+    return ExplicitPair(a, b, winner, tuple(segments) if segments is not None else None, aligned), []
+
+
+def _parse_pairs(raw: Any, meta_name: str, files: set[str], clip_dir: Path) -> tuple[list[ExplicitPair], list[Problem]]:
+    if not isinstance(raw, list):
+        return [], [Problem("error", f"\"pairs\" in {meta_name} must be a list of {{\"a\": ..., \"b\": ..., \"winner\" or \"segments\": ...}} objects.")]
+    pairs, problems, seen = [], [], {}
+    for i, entry in enumerate(raw, start=1):
+        pair, errors = _parse_pair(entry, f"pair {i}", files, clip_dir)
+        problems += [Problem("error", message) for message in errors]
+        if pair is None:
+            continue
+        key = frozenset((pair.a, pair.b))
+        if key in seen:
+            problems.append(Problem("error", f"pair {i} ({pair.name}) repeats pair {seen[key]}; keep one of them."))
+            continue
+        seen[key] = i
+        if not pair.labelled:
+            problems.append(Problem("warning", f"pair {i} ({pair.name}) has no label yet, so it is not trained on; label it."))
+        pairs.append(pair)
+    return pairs, problems
+
+
+def _structure(root: Path) -> _Parsed:
+    """Read category.json and compare it with clips/: the valid scores and pairs, and every problem."""
+    root = Path(root)
+    meta = root / "category.json"
+    if not root.is_dir():
+        return _Parsed(problems=[Problem("error", f"{root} is not a folder; give the category's folder (the one holding category.json).")])
+    if not meta.is_file():
+        return _Parsed(problems=[Problem("error", f"{root.name} has no category.json; create one with a prompt and a score per clip.")])
+    data, problem = _read_meta(meta)
+    if data is None:
+        return _Parsed(problems=[problem])
+
+    parsed = _Parsed()
+    problems = parsed.problems
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         problems.append(Problem("error", f"{meta.name} needs a non-empty \"prompt\" describing the action."))
         prompt = ""
+    parsed.prompt = prompt.strip()
     raw_scores = data.get("scores", {})
     if not isinstance(raw_scores, dict):
         problems.append(Problem("error", f"\"scores\" in {meta.name} must map clip file names to ratings 1-5."))
         raw_scores = {}
 
     clip_dir = root / "clips"
-    files = {p.name for p in clip_dir.iterdir() if p.is_file() and not p.name.startswith(".")} if clip_dir.is_dir() else set()
-    scores = {}
+    files = _clip_files(clip_dir)
+    scores = parsed.scores
     for name, value in sorted(raw_scores.items()):
         if not _valid_score(value):
             problems.append(Problem("error", f"{name}: score {value!r} is not a whole number from 1 to 5."))
         elif name not in files:
             problems.append(Problem("error", f"{name}: rated in category.json but not found in {clip_dir}."))
-        elif Path(name).suffix.lower() not in VIDEO_SUFFIXES:
-            problems.append(Problem("error", f"{name}: not a supported clip type ({', '.join(VIDEO_SUFFIXES)})."))
+        elif problem := _clip_problem(name, files, clip_dir):
+            problems.append(Problem("error", f"{name}: {problem}."))
         else:
             scores[name] = value
-    for name in sorted(files - set(raw_scores)):
+    parsed.pairs, pair_problems = _parse_pairs(data.get("pairs", []), meta.name, files, clip_dir)
+    problems += pair_problems
+    for name in sorted(files - set(raw_scores) - set(parsed.clip_names())):
         problems.append(Problem("warning", f"{name}: in clips/ but has no score, so it is not used; rate it 1-5."))
 
     if len(scores) < MIN_CLIPS:
         problems.append(Problem("error", f"{root.name} has {len(scores)} usable rated clips; add clips until there are at least {MIN_CLIPS} (8-16 works best)."))
     elif not ADVISED_CLIPS[0] <= len(scores) <= ADVISED_CLIPS[1]:
         problems.append(Problem("warning", f"{root.name} has {len(scores)} rated clips; the method is tuned for 8-16."))
-    if scores and len(set(scores.values())) < 2:
+    if scores and len(set(scores.values())) < 2 and not any(p.labelled for p in parsed.pairs):
         problems.append(Problem("error", f"All clips of {root.name} have the same score, so no preference pair can be formed; give at least two clips different ratings."))
-    return prompt.strip(), scores, problems
+    return parsed
+
+
+def pair_length_problems(pairs: Sequence[ExplicitPair], lengths: dict[str, int], data: DataConfig) -> list[str]:
+    """What stops segment-labelled pairs from training: clips of different lengths (frames kept at
+    data.stride, up to data.max_cached_frames), or a segment count that does not divide data.frames."""
+    messages = []
+    divisors = [n for n in range(1, data.frames + 1) if data.frames % n == 0]
+    for pair in pairs:
+        if pair.segments is None:
+            continue
+        count = len(pair.segments)
+        if data.frames % count:
+            messages.append(
+                f"pair {pair.name}: {count} segment labels do not divide the {data.frames} training frames; "
+                f"give {', '.join(map(str, divisors[:-1]))} or {divisors[-1]} labels."
+            )
+        if pair.a in lengths and pair.b in lengths and lengths[pair.a] != lengths[pair.b]:
+            messages.append(
+                f"pair {pair.name}: frame counts differ ({lengths[pair.a]} and {lengths[pair.b]} at stride {data.stride}); "
+                f"the clips of a segment-labelled pair must be equally long, as dense-pairs makes them."
+            )
+    return messages
+
+
+def check_pair_lengths(category: Category, lengths: dict[str, int], data: DataConfig) -> None:
+    """Raise the first of `pair_length_problems` as a HuviError; lengths: clip name -> frames kept."""
+    if problems := pair_length_problems(category.pairs, lengths, data):
+        raise first_problem(problems, category.root)
 
 
 def check_category(root: Path, data: DataConfig | None = None) -> list[Problem]:
-    """Every problem of the category at `root`; with `data`, every rated clip is also decoded."""
-    _, scores, problems = _structure(root)
+    """Every problem of the category at `root`; with `data`, every clip it uses is also decoded
+    and each segment-labelled pair's frame counts and segment count are checked."""
+    parsed = _structure(root)
+    problems = parsed.problems
     if data is not None:
-        for name in scores:
+        lengths = {}
+        for name in parsed.clip_names():
             try:
-                clip_frames(Path(root) / "clips" / name, data)
+                lengths[name] = len(clip_frames(Path(root) / "clips" / name, data))
             except HuviError as err:
                 problems.append(Problem("error", str(err)))
+        problems += [Problem("error", message) for message in pair_length_problems(parsed.pairs, lengths, data)]
     return problems
 
 
 def load_category(root: Path) -> Category:
     """The category at `root`, or a HuviError naming its first error (warnings are logged)."""
     root = Path(root)
-    prompt, scores, problems = _structure(root)
-    errors = [p for p in problems if p.level == "error"]
-    for problem in problems:
+    parsed = _structure(root)
+    errors = [p for p in parsed.problems if p.level == "error"]
+    for problem in parsed.problems:
         if problem.level == "warning":
             logger.warning(problem.message)
     if errors:
         raise first_problem([p.message for p in errors], root)
-    clips = tuple(Clip(name, root / "clips" / name, score) for name, score in sorted(scores.items()))
-    return Category(root=root, prompt=prompt, clips=clips)
+    clips = tuple(Clip(name, root / "clips" / name, parsed.scores.get(name)) for name in parsed.clip_names())
+    return Category(root=root, prompt=parsed.prompt, clips=clips, pairs=tuple(parsed.pairs))
 
 
 def first_problem(messages: list[str], root: Path) -> HuviError:
@@ -146,3 +291,92 @@ def clip_frames(path: Path, data: DataConfig):
             f"use a clip of at least {data.frames * data.stride} frames or lower data.stride."
         )
     return frames
+
+
+# editing the pairs -----------------------------------------------------------------------------------
+def read_pairs(root: Path) -> list[ExplicitPair]:
+    """The category's well-formed explicit pairs, in file order, even when other parts of the
+    category have problems (`check_category` lists those)."""
+    return _structure(root).pairs
+
+
+def edit_meta(root: Path, change: Callable[[dict], Any]) -> Any:
+    """Apply `change` to category.json's content and write it back atomically; returns its result.
+
+    Edits in this process are serialised by one lock, so a rating and a label written at the same
+    time do not overwrite each other when both go through here.
+    """
+    meta = Path(root) / "category.json"
+    with _edit_lock:
+        if not meta.is_file():
+            raise HuviError(f"{Path(root).name} has no category.json; create the category first.")
+        data, problem = _read_meta(meta)
+        if data is None:
+            raise HuviError(problem.message)
+        result = change(data)
+        write_json(meta, data)
+        return result
+
+
+def _entries(data: dict) -> list:
+    entries = data.setdefault("pairs", [])
+    if not isinstance(entries, list):
+        raise HuviError("\"pairs\" in category.json is not a list; fix it by hand before adding pairs.")
+    return entries
+
+
+def _index(entries: list, a: str, b: str) -> int:
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and (entry.get("a"), entry.get("b")) == (a, b):
+            return i
+    raise HuviError(f"There is no pair with a = {a} and b = {b} in category.json; refresh the list of pairs.")
+
+
+def _valid(entry: dict, where: str, root: Path) -> ExplicitPair:
+    clip_dir = Path(root) / "clips"
+    pair, errors = _parse_pair(entry, where, _clip_files(clip_dir), clip_dir)
+    if pair is None:
+        raise HuviError(errors[0])
+    return pair
+
+
+def add_pair(root: Path, pair: ExplicitPair) -> None:
+    """Append `pair` to the category's "pairs"; refuses a pair of the same two clips."""
+    pair = _valid(pair.to_json(), "the new pair", root)
+
+    def change(data: dict) -> None:
+        entries = _entries(data)
+        if any(isinstance(e, dict) and {e.get("a"), e.get("b")} == {pair.a, pair.b} for e in entries):
+            raise HuviError(f"{pair.name} is already a pair of {Path(root).name}; label that one instead.")
+        entries.append(pair.to_json())
+
+    edit_meta(root, change)
+
+
+def label_pair(root: Path, a: str, b: str, segments: Sequence[str | None] | None = None, winner: str | None = None) -> ExplicitPair:
+    """Replace the labels of pair (a, b) with `segments` and `winner` (None removes that label).
+
+    A pair that already has segment labels keeps its segment count.
+    """
+
+    def change(data: dict) -> ExplicitPair:
+        entries = _entries(data)
+        i = _index(entries, a, b)
+        entry = {k: v for k, v in entries[i].items() if k not in ("winner", "segments")}
+        old = entries[i].get("segments")
+        if segments is not None and isinstance(old, list) and len(old) != len(segments):
+            raise HuviError(f"Pair {a} vs {b} has {len(old)} segments; give {len(old)} labels, not {len(segments)}.")
+        if winner is not None:
+            entry["winner"] = winner
+        if segments is not None:
+            entry["segments"] = list(segments)
+        pair = _valid(entry, f"pair {i + 1}", root)
+        entries[i] = pair.to_json()
+        return pair
+
+    return edit_meta(root, change)
+
+
+def remove_pair(root: Path, a: str, b: str) -> None:
+    """Delete pair (a, b) from category.json (its clips stay in clips/)."""
+    edit_meta(root, lambda data: _entries(data).pop(_index(_entries(data), a, b)))

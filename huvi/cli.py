@@ -1,4 +1,4 @@
-"""`python -m huvi {train,evaluate,check,generate,export,metrics}`: the command line over the library.
+"""`python -m huvi {train,evaluate,check,generate,export,metrics,dense-pairs}`: the command line over the library.
 
 Bad input ends with one sentence on stderr and exit code 2; a clean stop (Ctrl-C, SIGTERM)
 checkpoints and exits 130.
@@ -46,11 +46,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from huvi.trainer import train
 
     stages = ("motion", "dpo") if args.stage == "both" else (args.stage,)
-    if args.resume and (args.set or args.steps or args.preset):
-        raise HuviError("--resume continues a run with the config.yaml it started with; drop --preset, --steps and --set.")
+    if args.resume and (args.set or args.steps or args.preset or args.mode):
+        raise HuviError("--resume continues a run with the config.yaml it started with; drop --preset, --steps, --mode and --set.")
     overrides = list(args.set or [])
     if args.steps is not None:
         overrides += [f"{stage}.steps={args.steps}" for stage in stages]
+    if args.mode is not None:
+        overrides.append(f"dpo.mode={args.mode}")
     preset = args.preset or default_preset()
     cfg = load_config(preset, overrides)
     if not args.resume:
@@ -85,8 +87,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from huvi.evaluate import evaluate_run
 
-    scores = evaluate_run(args.run, args.category, samples=args.samples)
+    scores = evaluate_run(args.run, args.category, samples=args.samples, mode=args.mode)
     print(json.dumps(scores.as_dict()))
+    return 0
+
+
+def cmd_dense_pairs(args: argparse.Namespace) -> int:
+    from huvi.dense import make_aligned_pairs
+
+    for pair in make_aligned_pairs(args.run, args.category, args.clips, args.eta, args.seed, args.segments):
+        print(json.dumps(pair.to_json()))
     return 0
 
 
@@ -164,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("motion", "dpo", "both"), default="both")
     p.add_argument("--steps", type=int, help="steps of each selected stage (overrides the preset)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--mode", choices=("clip", "dense"), help="DPO on rated clip pairs (clip, the default) or on segment-labelled explicit pairs (dense); sets dpo.mode")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. --set dpo.beta=2500 (repeatable)")
     p.set_defaults(func=cmd_train)
 
@@ -171,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--category", type=Path, required=True, help="may be a category the run never saw")
     p.add_argument("--samples", type=int, help="noise/timestep draws per pair (default: the run's dpo.eval_samples)")
+    p.add_argument("--mode", choices=("clip", "dense"), help="score clip pairs, or each labelled segment of the explicit pairs (default: the run's dpo.mode)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("check", help="validate a category folder and list every problem")
@@ -203,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="text for the CLIP score (skipped when no CLIP model is on this machine)")
     p.add_argument("--clip-model", default="openai/clip-vit-large-patch14", help="CLIP model id or folder, never downloaded")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("dense-pairs", help="make aligned pairs (DenseDPO) from category clips with a run's model; prints one JSON line per pair")
+    p.add_argument("--run", type=Path, required=True, help="a run with a trained motion adapter (its DPO adapter is used too when present)")
+    p.add_argument("--category", type=Path, required=True, help="the clips are read from and written into this category")
+    p.add_argument("--clips", nargs="+", metavar="CLIP", help="source clip file names (default: every rated clip)")
+    p.add_argument("--eta", type=float, help="noising strength in (0, 1] (default: the run's dense.eta, 0.75)")
+    p.add_argument("--seed", type=int, default=0, help="decides both clips' noise; also part of their file names")
+    p.add_argument("--segments", type=int, help="segments per pair (default: data.frames / dense.segment_frames)")
+    p.set_defaults(func=cmd_dense_pairs)
     return parser
 
 

@@ -130,6 +130,9 @@ class DpoStageConfig(StageConfig):
     # beta in the Diffusion-DPO paper's form: inside = -0.5 * beta * ((e_w - e_l) - (ref_w - ref_l)).
     # 5000 is the paper's SD1.5/SDXL value; diffusers' example folds the 0.5 in (its 2500 == 5000 here).
     beta: float = 5000.0
+    # clip: pairs from the ratings (plus explicit pairs with a "winner"), one loss term per pair;
+    # dense: the category's explicit pairs labelled per segment, one term per labelled segment (DenseDPO).
+    mode: Literal["clip", "dense"] = "clip"
     eval_every: int = 50  # steps between held-out pair accuracy checks (only when data.holdout > 0)
     eval_samples: int = 8  # noise/timestep draws per pair when scoring held-out pairs
     adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(rank=16, alpha=32.0, dropout=0.1))
@@ -137,7 +140,24 @@ class DpoStageConfig(StageConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.beta > 0, f"dpo.beta must be positive, not {self.beta}.")
+        _check(self.mode in ("clip", "dense"), f"dpo.mode must be clip or dense, not {self.mode!r}.")
         _check(self.eval_every >= 1 and self.eval_samples >= 1, "dpo.eval_every and dpo.eval_samples must be at least 1.")
+
+
+@dataclass
+class DenseConfig:
+    """Aligned pairs for DenseDPO (Wu et al. 2025), made by `python -m huvi dense-pairs`."""
+
+    # SDEdit strength: frames 1.. are noised to t ~ eta*T and denoised twice. The paper's 0.75 keeps
+    # the source's motion and layout and redraws detail; lower keeps more of the source.
+    eta: float = 0.75
+    # frames per segment of a new aligned pair: 16 frames -> 4 segments of ~0.5 s at generate.fps 8,
+    # short enough that a defect is local, long enough to judge by eye
+    segment_frames: int = 4
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.eta <= 1.0, f"dense.eta must be in (0, 1], not {self.eta}.")
+        _check(self.segment_frames >= 1, f"dense.segment_frames must be at least 1, not {self.segment_frames}.")
 
 
 @dataclass
@@ -201,6 +221,7 @@ class HuviConfig:
     data: DataConfig = field(default_factory=DataConfig)
     motion: MotionStageConfig = field(default_factory=MotionStageConfig)
     dpo: DpoStageConfig = field(default_factory=DpoStageConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 

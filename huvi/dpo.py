@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 
 import torch
 
 from huvi.adapters import MOTION, active_adapters
 from huvi.diffusion import first_frame_noisy, per_sample_error, predict, prediction_target
+from huvi.segments import segment_errors
+
+Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (pred, target) -> errors
 
 
-def denoising_errors(unet, scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Per-sample error of predicting the target from the noisy clip: (b,).
+def denoising_errors(
+    unet, scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, reduce: Reduce = per_sample_error
+) -> torch.Tensor:
+    """Error of predicting the target from the noisy clip, per sample: (b,) (or what `reduce`
+    returns, e.g. (b, s) per segment with `huvi.segments.segment_errors`).
 
     latents, noise: (b, c, f, h, w); timesteps: (b,); text: (b, tokens, dim). Frame 0 stays clean
     in the input and is left out of the error.
     """
     noisy = first_frame_noisy(latents, noise, timesteps, scheduler)
     target = prediction_target(latents, noise, timesteps, scheduler)
-    return per_sample_error(predict(unet, noisy, timesteps, text), target)
+    return reduce(predict(unet, noisy, timesteps, text), target)
 
 
 def pair_errors(
@@ -32,8 +39,10 @@ def pair_errors(
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    masks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample denoising errors (model_w, model_l, ref_w, ref_l), each (n,).
+    """Per-sample denoising errors (model_w, model_l, ref_w, ref_l), each (n,), or with segment
+    `masks` (n, s, f) per-segment errors, each (n, s) (DenseDPO; w and l are then clips a and b).
 
     latents_w, latents_l, noise: (n, c, f, h, w); timesteps: (n,); text: (tokens, dim).
     Winner and loser share the noise and timestep and run as one doubled batch, [winners; losers].
@@ -45,10 +54,11 @@ def pair_errors(
     noise = noise.repeat(2, 1, 1, 1, 1)  # (2n, c, f, h, w), one noise per pair
     timesteps = timesteps.repeat(2)  # (2n,)
     text = text.unsqueeze(0).expand(2 * n, -1, -1)  # (2n, tokens, dim)
+    reduce = per_sample_error if masks is None else partial(segment_errors, masks=masks.repeat(2, 1, 1))  # masks: (2n, s, f)
     with torch.no_grad(), active_adapters(base, [MOTION]), autocast():
-        ref = denoising_errors(base, scheduler, latents, noise, timesteps, text)  # (2n,)
+        ref = denoising_errors(base, scheduler, latents, noise, timesteps, text, reduce)  # (2n,) or (2n, s)
     with autocast():
-        err = denoising_errors(model, scheduler, latents, noise, timesteps, text)  # (2n,)
+        err = denoising_errors(model, scheduler, latents, noise, timesteps, text, reduce)
     model_w, model_l = err.chunk(2)
     ref_w, ref_l = ref.chunk(2)
     return model_w, model_l, ref_w, ref_l

@@ -1,4 +1,5 @@
-"""How well the DPO adapter's implicit reward ranks clip pairs like their ratings."""
+"""How well the DPO adapter's implicit reward ranks clip pairs like their ratings, or the segments
+of explicit pairs like their segment labels (DenseDPO)."""
 
 from __future__ import annotations
 
@@ -14,22 +15,26 @@ from huvi.adapters import DPO, MOTION, active_adapters, load_adapter, set_active
 from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.batches import derived_seed
 from huvi.cache import ClipLatents, cache_category
-from huvi.category import load_category
-from huvi.dpo import denoising_errors
+from huvi.category import check_pair_lengths, load_category
+from huvi.diffusion import per_sample_error
+from huvi.dpo import Reduce, denoising_errors
 from huvi.losses import dpo_inside
-from huvi.pairs import Pair, form_pairs
+from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs
 from huvi.precision import default_device, resolve_precision, weight_dtype
 from huvi.runs import Run
+from huvi.segments import frame_errors, pool_segments, segment_masks
 
 
 @dataclass
 class PairScores:
     pairs: int
-    accuracy: float  # share of pairs whose mean implicit reward margin is > 0 (ties 0.5)
-    reward_margin: float  # mean over pairs of the implicit reward margin
+    accuracy: float  # share of pairs (segments) whose mean implicit reward margin is > 0 (ties 0.5)
+    reward_margin: float  # mean over pairs (segments) of the implicit reward margin
+    segments: int | None = None  # segment level: how many labelled segments were scored
 
     def as_dict(self) -> dict:
-        return {"pairs": self.pairs, "accuracy": round(self.accuracy, 4), "reward_margin": round(self.reward_margin, 6)}
+        out = {"pairs": self.pairs, "accuracy": round(self.accuracy, 4), "reward_margin": round(self.reward_margin, 6)}
+        return out | ({"segments": self.segments} if self.segments is not None else {})
 
 
 def eval_timesteps(samples: int, num_train_timesteps: int) -> torch.Tensor:
@@ -48,9 +53,11 @@ def clip_errors(
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     batch: int = 8,
     progress: tqdm | None = None,
+    reduce: Reduce = per_sample_error,
 ) -> torch.Tensor:
     """Denoising error of every clip under every draw: latents (n, c, f, h, w), noise (k, c, f, h, w),
-    timesteps (k,) -> (n, k). Draw j uses the same noise and timestep for every clip."""
+    timesteps (k,) -> (n, k), or (n, k, f) per frame with reduce=frame_errors. Draw j uses the same
+    noise and timestep for every clip."""
     n, k = latents.shape[0], noise.shape[0]
     clip_index = torch.arange(n).repeat_interleave(k)  # (n k,)
     draw_index = torch.arange(k).repeat(n)
@@ -58,17 +65,34 @@ def clip_errors(
     for rows in torch.arange(n * k).split(batch):
         ci, di = clip_index[rows], draw_index[rows]
         with autocast():
-            out.append(denoising_errors(unet, scheduler, latents[ci], noise[di], timesteps[di], text.expand(len(rows), -1, -1)).float().cpu())
+            out.append(denoising_errors(unet, scheduler, latents[ci], noise[di], timesteps[di], text.expand(len(rows), -1, -1), reduce).float().cpu())
         if progress is not None:
             progress.update(len(rows))
-    return torch.cat(out).view(n, k)
+    errors = torch.cat(out)  # (n k,) or (n k, f)
+    return errors.view(n, k, *errors.shape[1:])
+
+
+def _accuracy(margin: torch.Tensor) -> float:
+    return ((margin > 0).float() + 0.5 * (margin == 0).float()).mean().item()
+
+
+def _segment_margins(model: torch.Tensor, ref: torch.Tensor, row: dict[str, int], pairs: list[SegmentPair], frames: int, beta: float) -> torch.Tensor:
+    """Each labelled segment's reward margin, oriented by its label: per-frame errors (n, k, f) -> (segments,)."""
+    margins = []
+    for pair in pairs:
+        masks = segment_masks([len(pair.signs)], frames)  # (1, s, f)
+        a, b = row[pair.a], row[pair.b]
+        inside = dpo_inside(*(pool_segments(e, masks) for e in (model[a], model[b], ref[a], ref[b])), beta).mean(dim=0)  # (s,)
+        signs = torch.tensor(pair.signs, dtype=inside.dtype)
+        margins.append((signs * inside)[signs != 0])
+    return torch.cat(margins)
 
 
 def score_pairs(
     unet: torch.nn.Module,
     scheduler,
     clips: dict[str, ClipLatents],
-    pairs: list[Pair],
+    pairs: list[Pair] | list[SegmentPair],
     text: torch.Tensor,
     frames: int,
     beta: float,
@@ -78,7 +102,8 @@ def score_pairs(
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     show_progress: bool = False,
 ) -> PairScores:
-    """Average each pair's implicit reward margin over `samples` (noise, timestep) draws.
+    """Average each pair's implicit reward margin over `samples` (noise, timestep) draws; for
+    segment pairs, each labelled segment's margin, oriented by its label (DenseDPO).
 
     Every clip is scored under the same draws (one noise per draw, timesteps spread evenly by
     `eval_timesteps`), on its first `frames` frames, unflipped; the model is the UNet as it is (motion
@@ -86,36 +111,45 @@ def score_pairs(
     """
     if not pairs:
         return PairScores(0, float("nan"), float("nan"))
+    per_segment = isinstance(pairs[0], SegmentPair)
     was_training = unet.training
     unet.eval()
-    names = sorted({p.winner for p in pairs} | {p.loser for p in pairs})
+    names = sorted({name for p in pairs for name in ((p.a, p.b) if per_segment else (p.winner, p.loser))})
     row = {name: i for i, name in enumerate(names)}
     latents = torch.stack([clips[n].latents[:, :frames] for n in names]).to(device, text.dtype)  # (n, c, f, h, w)
     gen = torch.Generator().manual_seed(derived_seed(seed, "eval"))
     noise = torch.randn((samples, *latents.shape[1:]), generator=gen).to(device, text.dtype)  # (k, c, f, h, w)
     timesteps = eval_timesteps(samples, scheduler.config.num_train_timesteps).to(device)
     text = text.to(device).unsqueeze(0)  # (1, tokens, dim)
+    reduce = frame_errors if per_segment else per_sample_error
     with tqdm(total=2 * len(names) * samples, desc="scoring clips", unit="clip", disable=not show_progress) as bar:
-        model = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar)  # (n, k)
+        model = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)  # (n, k) or (n, k, f)
         with active_adapters(unet, [MOTION]):
-            ref = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar)
+            ref = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)
     unet.train(was_training)
+    if per_segment:
+        margin = _segment_margins(model, ref, row, pairs, frames, beta)  # (labelled segments,)
+        return PairScores(len(pairs), _accuracy(margin), margin.mean().item(), len(margin))
     w = torch.tensor([row[p.winner] for p in pairs])
     l = torch.tensor([row[p.loser] for p in pairs])
     margin = dpo_inside(model[w], model[l], ref[w], ref[l], beta).mean(dim=1)  # (pairs,)
-    accuracy = ((margin > 0).float() + 0.5 * (margin == 0).float()).mean().item()
-    return PairScores(len(pairs), accuracy, margin.mean().item())
+    return PairScores(len(pairs), _accuracy(margin), margin.mean().item())
 
 
-def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, show_progress: bool = True) -> PairScores:
-    """Score every distinct-score pair of a category (seen or not by the run) with the run's adapters."""
+def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, show_progress: bool = True, mode: str | None = None) -> PairScores:
+    """Score a category's pairs (seen or not by the run) with the run's adapters.
+
+    mode "clip" scores every distinct-score pair and explicit pair with a winner; "dense" every
+    labelled segment of the explicit pairs. None: the run's dpo.mode.
+    """
     run = Run(run_dir)
     cfg = run.read_config()
+    mode = mode or cfg.dpo.mode
     category = load_category(category_dir)
-    pairs = form_pairs(category.scores, cfg.seed)
     device = default_device()
     dtype = weight_dtype(resolve_precision(cfg.precision))
     latents = cache_category(category, cfg, lambda: load_encoders(cfg.model), device, show_progress)
+    check_pair_lengths(category, {name: clip.latents.shape[1] for name, clip in latents.clips.items()}, cfg.data)
     unet = load_unet(cfg.model)
     for name in (MOTION, DPO):
         load_adapter(unet, run.adapter_path(name), name)
@@ -123,6 +157,10 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     unet.to(device)
     if dtype != torch.float32:
         unet.to(dtype=dtype)
+    if mode == "dense":
+        pairs = segment_pairs(category.pairs, cfg.data.frames, cfg.seed)
+    else:
+        pairs = form_pairs(category.scores, cfg.seed, category.pairs)
     return score_pairs(
         unet, load_scheduler(cfg.model), latents.clips, pairs, latents.prompt_embeds.to(dtype), cfg.data.frames,
         cfg.dpo.beta, samples or cfg.dpo.eval_samples, cfg.seed, device,

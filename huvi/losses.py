@@ -1,4 +1,4 @@
-"""Losses of the two stages, as pure functions of per-sample denoising errors."""
+"""Losses of the DPO stage, as pure functions of per-sample (or per-segment) denoising errors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from huvi.segments import orient
 
 
 @dataclass
@@ -34,3 +36,23 @@ def diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, beta: float) -> DpoTerms:
     loss = -F.logsigmoid(inside).mean()
     accuracy = ((inside > 0).float() + 0.5 * (inside == 0).float()).mean()
     return DpoTerms(loss=loss, inside=inside.detach(), accuracy=accuracy.detach(), reward_margin=inside.detach().mean())
+
+
+def segment_dpo_loss(model_a, model_b, ref_a, ref_b, signs: torch.Tensor, beta: float) -> DpoTerms:
+    """DenseDPO's segment loss (Wu et al. 2025): Diffusion-DPO applied to each labelled segment.
+
+    model_*, ref_*: (n, s) per-segment errors of clips a and b of n pairs (`huvi.segments`), under
+    one noise and timestep per pair; signs: (n, s), +1 where a is better, -1 where b is, 0 for
+    ties, unlabelled and padding segments. With inside_k = dpo_inside on segment k's errors,
+
+        loss = mean over labelled segments k of -log sigmoid(sign_k * inside_k)
+
+    which is `diffusion_dpo_loss` over the labelled segments, each oriented so its better clip is
+    the winner (inside is antisymmetric in a and b). Segments with sign 0 are dropped: they add
+    nothing and get zero gradient. Accuracy and reward margin are per labelled segment.
+    """
+    model_w, model_l = orient(model_a, model_b, signs)  # (m,) each
+    ref_w, ref_l = orient(ref_a, ref_b, signs)
+    if model_w.numel() == 0:
+        raise ValueError("segment_dpo_loss needs at least one labelled segment")
+    return diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, beta)

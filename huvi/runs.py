@@ -29,6 +29,10 @@ from huvi.errors import HuviError
 from huvi.io import publish_dir, write_json, write_safetensors, write_text
 
 STAGES = ("motion", "dpo")
+# What a background job (huvi.jobs) writes into a run folder before training starts: a new run
+# may begin in a folder that holds only these.
+JOB_FILE, JOB_LOG = "job.json", "job.log"
+JOB_FILES = (JOB_FILE, JOB_LOG)
 _CKPT = re.compile(r"(motion|dpo)-(\d{6})")
 
 
@@ -58,6 +62,10 @@ class Run:
 
     def preview_path(self, stage: str, step: int) -> Path:
         return self.root / "previews" / f"{stage}-{step:06d}.mp4"
+
+    def holds_files(self) -> bool:
+        """Whether the folder holds anything besides a background job's own files."""
+        return self.root.exists() and any(p.name not in JOB_FILES for p in self.root.iterdir())
 
     def exists(self) -> bool:
         return self.config_path.is_file()

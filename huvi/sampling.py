@@ -2,7 +2,8 @@
 
 Frame 0 is the clean latent of the first-frame image at every denoising step, exactly as in
 training, where it enters the UNet un-noised; only frames 1.. are denoised. Classifier-free
-guidance runs the unconditional and conditional branches as one doubled batch.
+guidance runs the unconditional and conditional branches as one doubled batch. Sampling may also
+start part-way from a given clip (SDEdit), which is how DenseDPO's aligned pairs are made.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from tqdm.auto import tqdm
 
-from huvi.diffusion import predict
+from huvi.diffusion import first_frame_noisy, predict
 
 SCHEDULERS = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler}
 
@@ -32,6 +33,12 @@ def guided(noise_pred: torch.Tensor, guidance: float) -> torch.Tensor:
     return uncond + guidance * (cond - uncond)
 
 
+def sdedit_start(steps: int, strength: float, order: int = 1) -> int:
+    """Index into a scheduler's `steps` timesteps where SDEdit at `strength` starts: the last
+    round(strength * steps) steps (at least one) run, as in diffusers' img2img."""
+    return (steps - max(1, round(strength * steps))) * order
+
+
 @torch.no_grad()
 def sample_latents(
     unet: torch.nn.Module,
@@ -45,22 +52,38 @@ def sample_latents(
     generator: torch.Generator,
     progress: Callable[[int, int], None] | None = None,
     show_progress: bool = True,
+    init: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Denoise a clip whose frame 0 is held at `first`.
 
     first: (c, h, w) clean latent of the first frame; text, uncond: (tokens, dim) prompt and
     negative-prompt embeddings. Returns latents (1, c, frames, h, w) with frame 0 equal to `first`.
-    The starting noise is drawn on the CPU from `generator`, so a seed gives the same clip anywhere.
+    The noise is drawn on the CPU from `generator`, so a seed gives the same clip anywhere.
+
+    Without `init` sampling starts from pure noise. With `init` (1, c, frames, h, w clean latents)
+    it is SDEdit (Meng et al. 2022), as in diffusers' img2img: only the last
+    round(strength * steps) of the `steps` sampler steps run, starting from init's frames 1..
+    forward-diffused to the first of them (t ~ strength * T; x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
+    for DDIM, the scheduler's own `add_noise` for the others), frame 0 kept clean.
     """
     c, h, w = first.shape
     device, dtype = first.device, first.dtype
     scheduler.set_timesteps(steps, device=device)
     shape = (1, c, frames, h, w)
-    latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype) * scheduler.init_noise_sigma
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+    timesteps = scheduler.timesteps
+    if init is None:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        begin = sdedit_start(steps, strength, scheduler.order)
+        timesteps = timesteps[begin:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        latents = first_frame_noisy(init.to(device, dtype), noise, timesteps[:1], scheduler)
     clean = first[None, :, None]  # (1, c, 1, h, w)
     use_cfg = guidance > 1.0
     embeds = torch.stack([uncond, text]) if use_cfg else text[None]  # (2 or 1, tokens, dim)
-    timesteps = scheduler.timesteps
     for i, t in enumerate(tqdm(timesteps, desc="denoising", unit="step", disable=not show_progress)):
         model_in = scheduler.scale_model_input(latents, t)
         model_in = torch.cat([clean, model_in[:, :, 1:]], dim=2)  # frame 0 enters clean, as in training

@@ -2,12 +2,15 @@
 
 A clip is a coloured square gliding over a soft textured background. In a "direction" category
 squares moving right are rated 4-5 and squares moving left 1-2; start positions, colours, sizes
-and speeds vary, so neither the first nor the last frame alone gives the rating away.
+and speeds vary, so neither the first nor the last frame alone gives the rating away. In a
+"flicker" category (DenseDPO) each explicit pair is two copies of one clip that differ only by a
+flicker in some of their segments, labelled per segment and per clip.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +40,21 @@ def moving_square(direction: int, seed: int, frames: int = 32, size: int = 64) -
     return out
 
 
-def direction_category(root: Path, clips: int = 12, seed: int = 0, frames: int = 32, size: int = 64, prompt: str = "a square sliding across the frame") -> Path:
-    """Write a category whose ratings reward rightward motion (4-5) over leftward (1-2)."""
+def direction_category(
+    root: Path,
+    clips: int = 12,
+    seed: int = 0,
+    frames: int = 32,
+    size: int = 64,
+    prompt: str = "a square sliding across the frame",
+    spread: bool = True,
+) -> Path:
+    """Write a category whose ratings reward rightward motion over leftward.
+
+    With `spread` a rater's noise is mimicked: right-moving clips get 4 or 5 and left-moving ones 1 or
+    2 at random, so pairs within one direction carry no learnable preference. Without it every
+    right-moving clip is rated 5 and every left-moving one 1, so direction alone decides every pair
+    (what a held-out test of the preference should score)."""
     root = Path(root)
     (root / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -47,7 +63,10 @@ def direction_category(root: Path, clips: int = 12, seed: int = 0, frames: int =
         direction = 1 if i % 2 == 0 else -1
         name = f"{'right' if direction > 0 else 'left'}_{seed}_{i:02d}.mp4"
         write_clip(root / "clips" / name, moving_square(direction, seed=seed * 1000 + i, frames=frames, size=size))
-        scores[name] = int(rng.integers(4, 6)) if direction > 0 else int(rng.integers(1, 3))
+        if spread:
+            scores[name] = int(rng.integers(4, 6)) if direction > 0 else int(rng.integers(1, 3))
+        else:
+            scores[name] = 5 if direction > 0 else 1
     write_json(root / "category.json", {"prompt": prompt, "scores": scores})
     return root
 
@@ -60,3 +79,69 @@ def shuffled_ratings(root: Path, seed: int) -> None:
     np.random.default_rng(seed).shuffle(values)
     meta["scores"] = dict(zip(names, (int(v) for v in values)))
     write_json(root / "category.json", meta)
+
+
+def flicker(clip: np.ndarray, frames: Iterable[int], stride: int, gain: int = 80) -> np.ndarray:
+    """A copy of `clip` whose training frames `frames` (every `stride`-th source frame, as
+    huvi reads it) are washed `gain` grey levels brighter: a flicker. Every source frame a training
+    frame stands for is changed, so the defect is there at any stride offset."""
+    out = clip.copy()
+    for j in frames:
+        window = out[j * stride : (j + 1) * stride].astype(np.int16) + gain
+        out[j * stride : (j + 1) * stride] = window.clip(0, 255).astype(np.uint8)
+    return out
+
+
+def _labels(defects_a: np.ndarray, defects_b: np.ndarray) -> tuple[list[str], str]:
+    """Per segment: the clip without the flicker where only one has it, else a tie; per clip: the
+    one with fewer flickering segments, a tie when they have as many."""
+    segments = ["a" if b and not a else "b" if a and not b else "tie" for a, b in zip(defects_a, defects_b)]
+    count_a, count_b = int(defects_a.sum()), int(defects_b.sum())
+    return segments, "a" if count_a < count_b else "b" if count_b < count_a else "tie"
+
+
+def flicker_category(
+    root: Path,
+    pairs: int = 12,
+    seed: int = 0,
+    segments: int = 4,
+    frames: int = 8,
+    stride: int = 3,
+    size: int = 32,
+    rated: int = 4,
+    chance: float = 0.4,
+    prompt: str = "a square sliding across the frame",
+) -> Path:
+    """Write a category of explicit pairs whose two clips are one moving square, alike but for a
+    flicker in some segments (`chance` each, per clip), labelled both ways: "segments" (the clip
+    without the flicker where only one has it) and "winner" (the clip with fewer flickering
+    segments, or "tie"). Pairs with no segment preference are redrawn.
+
+    Clips are `frames * stride` source frames long, the window training reads; a segment's flicker
+    brightens the segment's last frame, so frame 0 is never touched. `rated` clean
+    clips, all rated 3, give the motion stage clips to learn from and form no rating pairs.
+    """
+    root = Path(root)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    length, span = frames * stride, frames // segments
+    scores = {}
+    for i in range(rated):
+        name = f"clean_{seed}_{i:02d}.mp4"
+        write_clip(root / "clips" / name, moving_square(1 if i % 2 == 0 else -1, seed=seed * 1000 + i, frames=length, size=size))
+        scores[name] = 3
+    entries = []
+    for i in range(pairs):
+        base = moving_square(1 if i % 2 == 0 else -1, seed=seed * 1000 + rated + i, frames=length, size=size)
+        while True:
+            defects_a, defects_b = rng.random(segments) < chance, rng.random(segments) < chance
+            labels, winner = _labels(defects_a, defects_b)
+            if any(label != "tie" for label in labels):
+                break
+        names = [f"pair_{seed}_{i:02d}_{side}.mp4" for side in "ab"]
+        for name, defects in zip(names, (defects_a, defects_b)):
+            flashes = [k * span + span - 1 for k in np.flatnonzero(defects)]  # each flickering segment's last frame
+            write_clip(root / "clips" / name, flicker(base, flashes, stride))
+        entries.append({"a": names[0], "b": names[1], "winner": winner, "segments": labels})
+    write_json(root / "category.json", {"prompt": prompt, "scores": scores, "pairs": entries})
+    return root

@@ -5,10 +5,17 @@
 random draw of a step is seeded from (run seed, stage, step, micro-batch, process rank).
 Multi-GPU comes from accelerate (`accelerate launch -m huvi train ...`): each process takes its own
 clips or pairs of the step and gradients are averaged.
+
+The DPO stage has two modes (`dpo.mode`): `clip` learns from pairs of differently rated clips (and
+explicit pairs with a winner), one Diffusion-DPO term per pair; `dense` learns from the category's
+explicit pairs labelled per segment, one term per labelled segment (DenseDPO). The motion stage
+learns from the rated clips in both.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import time
@@ -26,14 +33,14 @@ from huvi.adapters import DPO, MOTION, adapter_parameters, adapter_state_dict, a
 from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.batches import crop_and_flip, derived_seed, sample_indices
 from huvi.cache import CategoryLatents, cache_category
-from huvi.category import Category, load_category
+from huvi.category import Category, check_pair_lengths, load_category
 from huvi.config import HuviConfig
 from huvi.dpo import denoising_errors, pair_errors
 from huvi.errors import HuviError
 from huvi.evaluate import score_pairs
-from huvi.losses import diffusion_dpo_loss
+from huvi.losses import DpoTerms, diffusion_dpo_loss, segment_dpo_loss
 from huvi.optim import make_lr_schedule, make_optimizer
-from huvi.pairs import Pair, form_pairs, split_pairs
+from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs, split_pairs
 from huvi.precision import resolve_precision, weight_dtype
 from huvi.previews import Previewer
 from huvi.runs import (
@@ -43,6 +50,7 @@ from huvi.runs import (
     optimizer_from_tensors,
     optimizer_to_tensors,
 )
+from huvi.segments import orient, padded_signs, segment_masks
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +85,7 @@ def train(
         cfg = run.read_config()
     category = load_category(category_dir)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
-    if not resume and (run.exists() or (run.root.exists() and any(run.root.iterdir()))):
+    if not resume and (run.exists() or run.holds_files()):
         raise HuviError(f"{run.root} already holds files; pass --resume to continue that run, or choose a new --out folder.")
     trainer = _Trainer(cfg, category, run, accelerator, show_progress)
     trainer.setup(stages)  # decodes and caches every clip: bad input fails here, before anything is written
@@ -104,8 +112,8 @@ class _Trainer:
         self.accelerator = accelerator
         self.device = self.accelerator.device
         self.weight_dtype = weight_dtype(self.accelerator.mixed_precision)
-        self.pairs_train: list[Pair] = []
-        self.pairs_val: list[Pair] = []
+        self.pairs_train: list[Pair] | list[SegmentPair] = []
+        self.pairs_val: list[Pair] | list[SegmentPair] = []
         self.latents: CategoryLatents | None = None
         self.unet = None
         self.scheduler = load_scheduler(cfg.model)
@@ -114,14 +122,14 @@ class _Trainer:
     # setup -----------------------------------------------------------------------------------
     def setup(self, stages: list[str]) -> None:
         cfg = self.cfg
-        if "dpo" in stages:
-            pairs = form_pairs(self.category.scores, cfg.seed)
-            self.pairs_train, self.pairs_val = split_pairs(pairs, cfg.data.holdout)
-            logger.info("%d preference pairs: %d for training, %d held out", len(pairs), len(self.pairs_train), len(self.pairs_val))
         with self.accelerator.main_process_first():
             self.latents = cache_category(self.category, cfg, lambda: load_encoders(cfg.model), self.device, self.show_progress)
+        check_pair_lengths(self.category, {name: clip.latents.shape[1] for name, clip in self.latents.clips.items()}, cfg.data)
+        if "dpo" in stages:
+            self._form_pairs()
+        rated = CategoryLatents(self.latents.prompt_embeds, {name: self.latents.clips[name] for name in self.category.scores})
         if cfg.generate.preview_every and self.accelerator.is_main_process:
-            self.previewer = Previewer(cfg, self.latents, self.category.scores, self.scheduler, self.device)
+            self.previewer = Previewer(cfg, rated, self.category.scores, self.scheduler, self.device)
         self.unet = load_unet(cfg.model)
         if cfg.model.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
@@ -129,6 +137,26 @@ class _Trainer:
         self.unet.to(self.device)
         if self.weight_dtype != torch.float32:
             self.unet.to(dtype=self.weight_dtype)  # frozen base in half precision; adapters stay fp32
+
+    def _form_pairs(self) -> None:
+        cfg, explicit = self.cfg, self.category.pairs
+        if cfg.dpo.mode == "clip":
+            pairs = form_pairs(self.category.scores, cfg.seed, explicit)
+            unused = sum(p.clip_pair() is None for p in explicit)
+            skipped = "have no \"winner\" other than a tie (segment labels are used in dense mode)"
+            what, advice = "preference pairs", "give at least two clips different ratings, or an explicit pair a \"winner\""
+        else:
+            pairs = segment_pairs(explicit, cfg.data.frames, cfg.seed)
+            unused = len(explicit) - len(pairs)
+            segments = sum(sign != 0 for p in pairs for sign in p.signs)
+            skipped = "are unlabelled or tied throughout"
+            what, advice = f"segment-labelled pairs ({segments} labelled segments)", "label the segments of an explicit pair in category.json"
+        if unused:
+            logger.info("%d explicit pairs %s, so %s mode skips them", unused, skipped, cfg.dpo.mode)
+        if not pairs:
+            raise HuviError(f"No preference pairs to train on in {cfg.dpo.mode} mode; {advice}.")
+        self.pairs_train, self.pairs_val = split_pairs(pairs, cfg.data.holdout)
+        logger.info("%d %s: %d for training, %d held out", len(pairs), what, len(self.pairs_train), len(self.pairs_val))
 
     def fit(self, stages: list[str], should_stop: Callable[[], bool], resume: bool) -> TrainResult:
         resume_from = self.run.latest_checkpoint() if resume else None
@@ -172,8 +200,6 @@ class _Trainer:
         else:
             if MOTION not in getattr(unet, "peft_config", {}):
                 load_adapter(unet, self.run.adapter_path(MOTION), MOTION)
-            if not self.pairs_train:
-                raise HuviError("No preference pairs to train on: give at least two clips different ratings.")
             add_adapter(unet, DPO, scfg.adapter)
             set_active(unet, [MOTION, DPO], trainable=DPO)
         unet.to(self.device)
@@ -250,7 +276,7 @@ class _Trainer:
             position = ((step * scfg.grad_accum + micro) * acc.num_processes + acc.process_index) * scfg.batch_size
             sync = acc.no_sync(model) if micro < scfg.grad_accum - 1 else nullcontext()
             with sync:
-                loss, stats = (self._motion_loss if stage == MOTION else self._dpo_loss)(model, gen, position)
+                loss, stats = self._loss(stage)(model, gen, position)
                 acc.backward(loss / scfg.grad_accum)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value / scfg.grad_accum
@@ -262,6 +288,11 @@ class _Trainer:
         stats["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         return {k: round(v, 6) if math.isfinite(v) else v for k, v in stats.items()}
 
+    def _loss(self, stage: str) -> Callable:
+        if stage == MOTION:
+            return self._motion_loss
+        return self._dense_loss if self.cfg.dpo.mode == "dense" else self._dpo_loss
+
     def _text(self, n: int) -> torch.Tensor:
         return self.latents.prompt_embeds.to(self.device, self.weight_dtype).unsqueeze(0).expand(n, -1, -1)  # (n, tokens, dim)
 
@@ -271,7 +302,7 @@ class _Trainer:
         return noise, timesteps
 
     def _motion_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
-        cfg, clips = self.cfg, list(self.latents.clips.values())
+        cfg, clips = self.cfg, [self.latents.clips[name] for name in self.category.scores]
         index = sample_indices(len(clips), cfg.seed, position, cfg.motion.batch_size)
         latents = torch.cat([crop_and_flip([clips[i]], cfg.data.frames, cfg.data.temporal_crop, cfg.data.hflip, gen) for i in index])
         latents = latents.to(self.device, self.weight_dtype)  # (b, c, f, h, w)
@@ -280,23 +311,23 @@ class _Trainer:
             loss = denoising_errors(model, self.scheduler, latents, noise, timesteps, self._text(len(index))).mean()
         return loss, {"loss": loss.item()}
 
-    def _dpo_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
-        cfg, clips = self.cfg, self.latents.clips
-        index = sample_indices(len(self.pairs_train), cfg.seed, position, cfg.dpo.batch_size)
-        groups = [
-            crop_and_flip([clips[p.winner], clips[p.loser]], cfg.data.frames, cfg.data.temporal_crop, cfg.data.hflip, gen)
-            for p in (self.pairs_train[i] for i in index)
-        ]  # each (2, c, f, h, w)
-        latents_w = torch.stack([g[0] for g in groups]).to(self.device, self.weight_dtype)  # (b, c, f, h, w)
-        latents_l = torch.stack([g[1] for g in groups]).to(self.device, self.weight_dtype)
-        noise, timesteps = self._noise(latents_w.shape, gen)
-        errors = pair_errors(
-            model, self.unet, self.scheduler, latents_w, latents_l, self.latents.prompt_embeds.to(self.device, self.weight_dtype),
-            noise, timesteps, self.accelerator.autocast,
-        )
-        model_w, model_l, ref_w, ref_l = errors
-        terms = diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, cfg.dpo.beta)
-        return terms.loss, {
+    def _pair_latents(self, names: list[tuple[str, str]], crop: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents of the first and second clip of each pair, cropped and flipped alike: each (b, c, f, h, w)."""
+        data, clips = self.cfg.data, self.latents.clips
+        groups = [crop_and_flip([clips[first], clips[second]], data.frames, crop, data.hflip, gen) for first, second in names]  # each (2, c, f, h, w)
+        first = torch.stack([g[0] for g in groups]).to(self.device, self.weight_dtype)  # (b, c, f, h, w)
+        second = torch.stack([g[1] for g in groups]).to(self.device, self.weight_dtype)
+        return first, second
+
+    def _pair_errors(self, model, latents_1: torch.Tensor, latents_2: torch.Tensor, gen: torch.Generator, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """`pair_errors` under this micro-batch's noise and timestep (drawn from `gen`)."""
+        noise, timesteps = self._noise(latents_1.shape, gen)
+        text = self.latents.prompt_embeds.to(self.device, self.weight_dtype)
+        return pair_errors(model, self.unet, self.scheduler, latents_1, latents_2, text, noise, timesteps, self.accelerator.autocast, masks)
+
+    @staticmethod
+    def _dpo_stats(terms: DpoTerms, model_w, model_l, ref_w, ref_l) -> dict:
+        return {
             "loss": terms.loss.item(),
             "accuracy": terms.accuracy.item(),
             "reward_margin": terms.reward_margin.item(),
@@ -305,6 +336,30 @@ class _Trainer:
             "ref_loss_w": ref_w.mean().item(),
             "ref_loss_l": ref_l.mean().item(),
         }
+
+    def _dpo_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        index = sample_indices(len(self.pairs_train), cfg.seed, position, cfg.dpo.batch_size)
+        pairs = [self.pairs_train[i] for i in index]
+        latents_w, latents_l = self._pair_latents([(p.winner, p.loser) for p in pairs], cfg.data.temporal_crop, gen)
+        model_w, model_l, ref_w, ref_l = self._pair_errors(model, latents_w, latents_l, gen)
+        terms = diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, cfg.dpo.beta)
+        return terms.loss, self._dpo_stats(terms, model_w, model_l, ref_w, ref_l)
+
+    def _dense_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
+        """DenseDPO: one noise and timestep per pair, one loss term per labelled segment. Segments are
+        fixed runs of the first data.frames frames, so there is no temporal crop."""
+        cfg = self.cfg
+        index = sample_indices(len(self.pairs_train), cfg.seed, position, cfg.dpo.batch_size)
+        pairs = [self.pairs_train[i] for i in index]
+        latents_a, latents_b = self._pair_latents([(p.a, p.b) for p in pairs], False, gen)
+        masks = segment_masks([len(p.signs) for p in pairs], cfg.data.frames).to(self.device)  # (b, s, f)
+        signs = padded_signs([p.signs for p in pairs]).to(self.device)  # (b, s)
+        model_a, model_b, ref_a, ref_b = self._pair_errors(model, latents_a, latents_b, gen, masks)  # each (b, s)
+        terms = segment_dpo_loss(model_a, model_b, ref_a, ref_b, signs, cfg.dpo.beta)
+        model_w, model_l = orient(model_a.detach(), model_b.detach(), signs)  # (m,) each: better / worse clip per labelled segment
+        ref_w, ref_l = orient(ref_a, ref_b, signs)
+        return terms.loss, self._dpo_stats(terms, model_w, model_l, ref_w, ref_l) | {"labelled_segments": float(model_w.numel())}
 
     def _validate(self) -> dict:
         scores = score_pairs(
@@ -329,7 +384,7 @@ class _Trainer:
                 "seed": self.cfg.seed,
                 "lr_schedule": schedule.state_dict(),
                 "optimizer": opt_rest,
-                "pairs": [[p.winner, p.loser] for p in self.pairs_train] if stage == DPO else [],
+                "pairs": _pair_keys(self.pairs_train) if stage == DPO else [],
             }
             unet = acc.unwrap_model(self.unet)
             tensors = {"adapter": adapter_state_dict(unet, stage), "optimizer": opt_tensors, "rng": rng}
@@ -339,10 +394,16 @@ class _Trainer:
 
     def _restore(self, ref: CheckpointRef, stage: str, optimizer, schedule) -> int:
         tensors, state = Run.load_checkpoint(ref)
-        if state["stage"] == DPO and [[p.winner, p.loser] for p in self.pairs_train] != state["pairs"]:
-            raise HuviError(f"The clips or ratings of {self.category.root} changed since this run started, so it cannot resume; start a new run.")
+        if state["stage"] == DPO and _pair_keys(self.pairs_train) != state["pairs"]:
+            raise HuviError(f"The clips, ratings or pair labels of {self.category.root} changed since this run started, so it cannot resume; start a new run.")
         set_peft_model_state_dict(self.unet, tensors["adapter"], adapter_name=stage)
         optimizer.load_state_dict(optimizer_from_tensors(tensors["optimizer"], state["optimizer"]))
         schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(tensors["rng"]["cpu"])
         return int(state["step"])
+
+
+def _pair_keys(pairs: list[Pair] | list[SegmentPair]) -> list:
+    """The training pairs as JSON lists (a checkpoint stores them to refuse a resume on changed data):
+    [winner, loser] per clip pair, [a, b, [signs]] per segment pair."""
+    return json.loads(json.dumps([dataclasses.astuple(p) for p in pairs]))

@@ -88,7 +88,7 @@ def test_sampling_is_seeded_and_reports_progress(tiny_parts):
 
 
 def test_decoded_frame_zero_is_the_first_frame_through_the_vae(tiny_parts):
-    _, unet, _, train_scheduler = tiny_parts
+    _, unet, encoders, train_scheduler = tiny_parts
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     first = encode_frames(encoders.vae, image[None], torch.device("cpu"))[:, 0]  # (c, h, w)
     latents = sample_latents(

@@ -1,0 +1,50 @@
+"""`python app.py`: the huvi browser app (Gradio 6).
+
+Categories live in $HUVI_HOME (default ./data; the demo category is copied in when missing), run
+folders in $HUVI_RUNS (default: `runs` beside HUVI_HOME). Training runs as a separate
+`python -m huvi train` process, so it survives a closed page or a restarted app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link (off by default)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from huvi.jobs import Jobs  # after parsing, so that --help answers without loading torch and gradio
+    from huvi.workspace import Workspace, choose_preset
+    from ui.app import CSS, THEME, build_app
+    from ui.handlers import Handlers
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("huvi").setLevel(logging.INFO)
+    workspace = Workspace.from_env()
+    workspace.prepare()
+    preset = choose_preset()
+    logging.getLogger("huvi").info("categories in %s, runs in %s, preset %s (%s)", workspace.categories, workspace.runs, preset.name, preset.reason)
+    demo = build_app(Handlers(workspace, Jobs(workspace.runs), preset))
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        allowed_paths=[str(workspace.categories), str(workspace.runs)],
+        max_file_size="500mb",
+        theme=THEME,
+        css=CSS,
+    )
+
+
+if __name__ == "__main__":
+    main()

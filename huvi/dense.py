@@ -1,0 +1,133 @@
+"""Aligned pairs for DenseDPO (Wu et al. 2025): two clips that share a category clip's motion and
+layout and differ in detail, so a person can say per segment which one is better.
+
+A source clip's first `data.frames` frames (at `data.stride`, what training reads) are encoded,
+frames 1.. are noised to strength eta (SDEdit; frame 0 stays the clean source latent) and denoised
+twice with two different noise seeds by the run's current model (its motion adapter, and its DPO
+adapter once trained). Both go into the category and are recorded as an unlabelled pair:
+
+    clips/{stem}.aligned-s{seed}-a.mp4, clips/{stem}.aligned-s{seed}-b.mp4
+    category.json  "pairs": [..., {"a": ..., "b": ..., "segments": [null, null, ...],
+                                   "aligned": {"source", "eta", "start_timestep", "seeds", "run"}}]
+
+Each generated frame is written `data.stride` times at `generate.fps * data.stride` frames per
+second: the file plays like a `generate` clip, and reading it back at `data.stride` gives exactly
+the generated frames, so the segments a person labels are the frames training compares.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from huvi.adapters import MOTION
+from huvi.backbone import load_encoders, load_scheduler
+from huvi.batches import derived_seed
+from huvi.cache import encode_frames, encode_prompt
+from huvi.category import add_pair, clip_frames, load_category
+from huvi.config import HuviConfig
+from huvi.errors import HuviError
+from huvi.generate import _load_run, set_strengths
+from huvi.pairs import ExplicitPair
+from huvi.precision import default_device, resolve_precision, weight_dtype
+from huvi.sampling import decode_latents, make_scheduler, sample_latents, sdedit_start
+from huvi.video import write_clip
+
+logger = logging.getLogger(__name__)
+
+
+def segment_count(cfg: HuviConfig, segments: int | None = None) -> int:
+    """Segments of a new aligned pair: `segments`, or data.frames / dense.segment_frames."""
+    frames = cfg.data.frames
+    if segments is None:
+        if frames % cfg.dense.segment_frames:
+            raise HuviError(
+                f"data.frames ({frames}) is not a multiple of dense.segment_frames ({cfg.dense.segment_frames}); "
+                f"give the number of segments with --segments (a divisor of {frames})."
+            )
+        return frames // cfg.dense.segment_frames
+    if segments < 1 or frames % segments:
+        raise HuviError(f"--segments must divide the {frames} training frames, not be {segments}.")
+    return segments
+
+
+def aligned_names(source: str, seed: int) -> tuple[str, str]:
+    """File names of the two clips made from `source` with `seed`."""
+    stem = Path(source).stem
+    return f"{stem}.aligned-s{seed}-a.mp4", f"{stem}.aligned-s{seed}-b.mp4"
+
+
+def make_aligned_pairs(
+    run_dir: Path,
+    category_dir: Path,
+    clips: Sequence[str] | None = None,
+    eta: float | None = None,
+    seed: int = 0,
+    segments: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    show_progress: bool = True,
+) -> list[ExplicitPair]:
+    """Make one aligned pair per source clip (default: every rated clip) with the run's model,
+    write its clips into the category and record it, unlabelled, in category.json.
+
+    eta: SDEdit strength (None: the run's dense.eta); seed: decides both clips' noise (two derived
+    seeds per source); segments: the pair's segment count (None: from dense.segment_frames).
+    `progress(done, total)` is called after each generated clip.
+    """
+    run_dir, category_dir = Path(run_dir), Path(category_dir)
+    device = default_device()
+    dtype = weight_dtype(resolve_precision("auto"))
+    cfg, unet, present = _load_run(run_dir, device, dtype)
+    if MOTION not in present:
+        raise HuviError(f"{run_dir} has no motion adapter yet; train its motion stage first (train --stage motion).")
+    eta = cfg.dense.eta if eta is None else eta
+    if not 0.0 < eta <= 1.0:
+        raise HuviError(f"eta must be in (0, 1] (0.75 keeps the motion), not {eta}.")
+    count = segment_count(cfg, segments)
+    category = load_category(category_dir)
+    known = {clip.name: clip for clip in category.clips}
+    sources = list(clips) if clips else sorted(category.scores)
+    for name in sources:
+        if name not in known:
+            raise HuviError(f"{name} is not a clip of {category.name}; name a file in {category_dir / 'clips'} that category.json uses.")
+        for out in aligned_names(name, seed):
+            if (category_dir / "clips" / out).exists():
+                raise HuviError(f"{out} already exists in {category.name}; choose another --seed.")
+
+    set_strengths(unet, {name: 1.0 for name in present})
+    encoders = load_encoders(cfg.model)
+    encoders.vae.to(device, dtype)
+    encoders.text_encoder.to(device, dtype)
+    text = encode_prompt(encoders, category.prompt, device).to(device, dtype)  # (tokens, dim)
+    uncond = encode_prompt(encoders, cfg.generate.negative_prompt, device).to(device, dtype)
+    encoders.text_encoder.to("cpu")
+    gen_cfg, data = cfg.generate, cfg.data
+    scheduler = make_scheduler(gen_cfg.scheduler, load_scheduler(cfg.model))
+    scheduler.set_timesteps(gen_cfg.steps)
+    start_timestep = int(scheduler.timesteps[sdedit_start(gen_cfg.steps, eta, scheduler.order)])
+
+    made = []
+    for i, name in enumerate(sources):
+        frames = clip_frames(known[name].path, data)[: data.frames]  # (f, H, W, 3)
+        latents = encode_frames(encoders.vae, frames, device).to(device, dtype)  # (c, f, h, w)
+        seeds = [derived_seed(seed, name, side) for side in ("a", "b")]
+        names = aligned_names(name, seed)
+        for k, (out, noise_seed) in enumerate(zip(names, seeds)):
+            result = sample_latents(
+                unet, scheduler, latents[:, 0], text, uncond, data.frames, gen_cfg.steps, gen_cfg.guidance,
+                torch.Generator("cpu").manual_seed(noise_seed), show_progress=show_progress, init=latents[None], strength=eta,
+            )
+            generated = decode_latents(encoders.vae, result)  # (f, H, W, 3)
+            write_clip(category_dir / "clips" / out, np.repeat(generated, data.stride, axis=0), gen_cfg.fps * data.stride)
+            if progress is not None:
+                progress(2 * i + k + 1, 2 * len(sources))
+        aligned = {"source": name, "eta": eta, "start_timestep": start_timestep, "seeds": seeds, "run": str(run_dir)}
+        pair = ExplicitPair(names[0], names[1], segments=(None,) * count, aligned=aligned)
+        add_pair(category_dir, pair)
+        made.append(pair)
+        logger.info("aligned pair %s from %s (eta %.2f, t = %d, %d segments)", pair.name, name, eta, start_timestep, count)
+    return made

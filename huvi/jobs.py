@@ -1,0 +1,384 @@
+"""Background training: `python -m huvi train` in its own process, watched through the run folder.
+
+The app never trains in its own process. `Jobs.start` launches the CLI in a new process group with
+its output in RUN/job.log and records RUN/job.json; everything the app shows afterwards is read
+back from the run folder, so a page reload, a second browser or a restarted app re-attaches:
+
+    RUN/job.json      {"pid", "command", "argv", "started", "category", "preset", "stages", "totals", "stop_requested"?}
+    RUN/job.log       the process's stdout and stderr (the CLI's one-sentence errors land here)
+
+`Jobs.status` turns the pid, RUN/metrics.jsonl, RUN/checkpoints/ and RUN/adapters/ into one of
+    starting      the process is up, loading models and caching clips (no metrics yet)
+    running       the process is up and writing metrics
+    finished      every stage's adapter is written
+    stopped       a stop request ended it cleanly: the newest checkpoint is the last step logged
+    failed        it ended with an error sentence (or a traceback) in job.log
+    interrupted   it ended otherwise (killed, crashed, machine restarted); resume from the newest checkpoint
+
+Stop sends SIGTERM to the process group; the CLI finishes the step, writes a checkpoint and exits
+130. Resume runs `train --out RUN --resume`. One training job runs at a time per runs folder:
+RUNS/.gpu.lock names the holder, and a lock whose holder is gone is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from huvi.category import load_category
+from huvi.config import load_config
+from huvi.errors import HuviError
+from huvi.io import write_json
+from huvi.runs import JOB_FILE, JOB_FILES, JOB_LOG, STAGES, Run
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".gpu.lock"
+PACKAGE_ROOT = Path(__file__).parent.parent  # `python -m huvi` there runs this very package
+RECENT_SECONDS = 120  # a run without job.json whose metrics changed this recently counts as running elsewhere
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    category: Path
+    run: Path
+    preset: str
+    overrides: tuple[str, ...] = ()  # "key=value", as `--set`
+    stages: tuple[str, ...] = STAGES
+
+    @property
+    def stage_arg(self) -> str:
+        return "both" if tuple(self.stages) == STAGES else self.stages[0]
+
+
+def train_argv(request: TrainRequest, python: str = sys.executable) -> list[str]:
+    """The CLI command that trains `request`."""
+    argv = [python, "-m", "huvi", "train", "--category", str(request.category), "--out", str(request.run), "--preset", request.preset]
+    if request.stage_arg != "both":
+        argv += ["--stage", request.stage_arg]
+    for override in request.overrides:
+        argv += ["--set", override]
+    return argv
+
+
+def resume_argv(category: Path, run: Path, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "huvi", "train", "--category", str(category), "--out", str(run), "--resume"]
+
+
+def display_command(argv: list[str], cwd: Path | None = None) -> str:
+    """`argv` as a shell line to copy: `python` for the interpreter, paths relative to `cwd` when inside it."""
+    cwd = Path(cwd or Path.cwd()).resolve()
+
+    def short(arg: str) -> str:
+        path = Path(arg)
+        if path.is_absolute():
+            try:
+                return str(path.resolve().relative_to(cwd))
+            except ValueError:
+                return arg
+        return arg
+
+    return shlex.join(["python", *[short(a) for a in argv[1:]]])
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str | None  # the stage of the newest metrics row
+    step: int  # its step
+    done: int  # steps done over all requested stages
+    total: int  # steps of all requested stages
+    seconds_per_step: float | None  # mean over the newest rows of the current stage
+    eta_seconds: float | None  # remaining steps at that rate (later stages are assumed as fast)
+    stages: tuple[str, ...] = STAGES  # the stages the run trains
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+def progress(rows: list[dict], totals: dict[str, int], window: int = 20) -> Progress:
+    """Progress and ETA from metrics rows (each with "stage", "step" and "seconds")."""
+    last_step = {stage: 0 for stage in totals}
+    for row in rows:
+        if row.get("stage") in last_step:
+            last_step[row["stage"]] = max(last_step[row["stage"]], int(row.get("step", 0)))
+    done = sum(min(last_step[s], totals[s]) for s in totals)
+    total = sum(totals.values())
+    if not rows:
+        return Progress(None, 0, done, total, None, None, tuple(totals))
+    stage, step = rows[-1].get("stage"), int(rows[-1].get("step", 0))
+    recent = [float(r["seconds"]) for r in rows[-window:] if r.get("stage") == stage and "seconds" in r]
+    rate = sum(recent) / len(recent) if recent else None
+    return Progress(stage, step, done, total, rate, (total - done) * rate if rate is not None else None, tuple(totals))
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    run: Path
+    state: str  # "none", "starting", "running", "finished", "stopped", "failed" or "interrupted"
+    message: str  # one sentence for the user
+    progress: Progress
+    can_stop: bool
+    can_resume: bool
+    command: str  # the CLI line of the latest launch ("" when unknown)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running")
+
+
+class Jobs:
+    """Training processes of one runs folder."""
+
+    def __init__(self, runs: Path, python: str = sys.executable) -> None:
+        self.runs = Path(runs)
+        self.python = python
+        self._procs: dict[int, subprocess.Popen] = {}  # children of this process, polled to reap them
+        self._mutex = threading.Lock()
+
+    # launching --------------------------------------------------------------------------------
+    def start(self, request: TrainRequest) -> JobStatus:
+        """Launch a new run; a HuviError (one sentence) when the input or the GPU is not ready."""
+        cfg = load_config(request.preset, list(request.overrides))  # bad settings fail here, not in the job
+        category = load_category(request.category)  # as does a category that cannot train (clips are decoded by the job)
+        run = Path(request.run)
+        if Run(run).holds_files():
+            raise HuviError(f"{run.name} already holds a run; choose another run name, or resume that run.")
+        stages = [s for s in STAGES if s in request.stages]
+        totals = {s: cfg.stage(s).steps for s in stages}
+        argv = train_argv(TrainRequest(category.root.resolve(), run.resolve(), request.preset, request.overrides, tuple(stages)), self.python)
+        return self._launch(run, argv, {"category": str(category.root.resolve()), "preset": request.preset, "stages": stages, "totals": totals})
+
+    def resume(self, run: Path) -> JobStatus:
+        """Continue a stopped, interrupted or failed run from its newest checkpoint."""
+        run = Path(run)
+        status = self.status(run)
+        if status.active:
+            raise HuviError(f"{run.name} is still running.")
+        if not status.can_resume:
+            raise HuviError(f"{run.name} cannot be resumed: {status.message}")
+        job = read_job(run) or {}
+        category = job.get("category") or Run(run).read_info().get("category")
+        if not category:
+            raise HuviError(f"{run.name} does not record its category; resume it with `python -m huvi train --category DIR --out {run} --resume`.")
+        stages = job.get("stages") or list(STAGES)
+        cfg = Run(run).read_config()
+        totals = {s: cfg.stage(s).steps for s in stages}
+        argv = resume_argv(Path(category), run.resolve(), self.python)
+        if tuple(stages) != STAGES:
+            argv += ["--stage", stages[0]]
+        return self._launch(run, argv, {"category": category, "preset": cfg.preset, "stages": stages, "totals": totals, "resumed": True})
+
+    def _launch(self, run: Path, argv: list[str], record: dict) -> JobStatus:
+        with self._mutex, self._gpu_lock(run) as set_holder:
+            run.mkdir(parents=True, exist_ok=True)
+            for name in JOB_FILES:
+                (run / name).unlink(missing_ok=True)
+            env = os.environ | {"PYTHONUNBUFFERED": "1"}
+            with open(run / JOB_LOG, "wb") as log:
+                proc = subprocess.Popen(
+                    argv, cwd=PACKAGE_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
+            self._procs[proc.pid] = proc
+            set_holder(proc.pid)
+            write_json(run / JOB_FILE, {"pid": proc.pid, "command": display_command(argv), "argv": argv, "started": time.time()} | record)
+        logger.info("started training %s (pid %d): %s", run.name, proc.pid, shlex.join(argv))
+        return self.status(run)
+
+    def stop(self, run: Path) -> JobStatus:
+        """Ask the job to stop: SIGTERM to its process group; it checkpoints and exits 130.
+
+        Asked once only: a second SIGTERM would make the CLI abort without a checkpoint."""
+        run = Path(run)
+        job = read_job(run)
+        if not job or not self._alive(job["pid"], run):
+            raise HuviError(f"{run.name} is not running.")
+        if job.get("stop_requested"):
+            return self.status(run)
+        write_json(run / JOB_FILE, job | {"stop_requested": time.time()})
+        try:
+            if hasattr(os, "killpg"):
+                os.killpg(job["pid"], signal.SIGTERM)
+            else:
+                os.kill(job["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it ended in between
+        logger.info("asked %s (pid %d) to stop", run.name, job["pid"])
+        return self.status(run)
+
+    # the GPU lock -----------------------------------------------------------------------------
+    def holder(self) -> str | None:
+        """What holds the GPU lock now ("training <run>" or "generating"), or None."""
+        lock = self._read_lock()
+        return lock["what"] if lock and self._lock_alive(lock) else None
+
+    @contextmanager
+    def hold(self, what: str) -> Iterator[None]:
+        """Hold the GPU lock in this process while the block runs (e.g. while generating)."""
+        with self._gpu_lock(None, what):
+            yield
+
+    @contextmanager
+    def _gpu_lock(self, run: Path | None, what: str | None = None) -> Iterator:
+        """Take RUNS/.gpu.lock for `run` (or this process); the holder's pid is set by the caller."""
+        self.runs.mkdir(parents=True, exist_ok=True)
+        path = self.runs / LOCK_FILE
+        record = {"pid": os.getpid(), "run": str(run.resolve()) if run else None, "what": what or f"training {run.name}"}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                lock = self._read_lock()
+                if lock and self._lock_alive(lock):
+                    raise HuviError(f"The GPU is busy ({lock['what']}); one job runs at a time, so stop it or wait for it to finish.") from None
+                path.unlink(missing_ok=True)  # its holder is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh)
+            break
+        else:
+            raise HuviError(f"Could not take the GPU lock {path}; another app may be starting a job right now, try again.")
+
+        def set_holder(pid: int) -> None:
+            write_json(path, record | {"pid": pid})
+
+        try:
+            yield set_holder
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        if run is None:
+            path.unlink(missing_ok=True)  # an in-process holder releases at the end; a job's lock goes stale when it ends
+
+    def _read_lock(self) -> dict | None:
+        try:
+            return json.loads((self.runs / LOCK_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def _lock_alive(self, lock: dict) -> bool:
+        if lock.get("pid") == os.getpid():
+            return True  # held by this process: generating, or launching a job (its pid replaces ours)
+        if lock.get("run"):
+            return self._alive(lock["pid"], Path(lock["run"]))
+        return _pid_alive(lock["pid"], None)
+
+    # status -----------------------------------------------------------------------------------
+    def _alive(self, pid: int, run: Path) -> bool:
+        proc = self._procs.get(pid)
+        if proc is not None:
+            if proc.poll() is None:
+                return True
+            self._procs.pop(pid, None)  # status may be asked from several threads at once
+            return False
+        return _pid_alive(pid, run)
+
+    def active(self) -> Path | None:
+        """The run being trained now, if any."""
+        lock = self._read_lock()
+        if lock and lock.get("run") and self._lock_alive(lock):
+            return Path(lock["run"])
+        return None
+
+    def status(self, run: Path) -> JobStatus:
+        run = Path(run)
+        job = read_job(run)
+        rows = Run(run).read_metrics()
+        totals = _totals(run, job, rows)
+        prog = progress(rows, totals)
+        command = job.get("command", "") if job else ""
+
+        def make(state: str, message: str, can_stop: bool = False, can_resume: bool = False) -> JobStatus:
+            return JobStatus(run, state, message, prog, can_stop, can_resume, command)
+
+        if job is None and not Run(run).exists():
+            return make("none", f"{run.name} has not been started.")
+        if job is not None and self._alive(job["pid"], run):
+            if job.get("stop_requested"):
+                return make("running", "Stopping: finishing the current step, then writing a checkpoint.")
+            if not rows:
+                return make("starting", "Starting: loading the models and caching the clips.", can_stop=True)
+            return make("running", f"Training the {prog.stage} stage: step {prog.step} of {totals.get(prog.stage, '?')}.", can_stop=True)
+        if totals and all(Run(run).adapter_path(s).is_file() for s in totals):
+            return make("finished", f"Finished: {' and '.join(totals)} adapter{'s' if len(totals) > 1 else ''} written.")
+        checkpoint = Run(run).latest_checkpoint()
+        resumable = checkpoint is not None or Run(run).exists()
+        if job is None and rows and time.time() - Run(run).metrics_path.stat().st_mtime < RECENT_SECONDS:
+            return make("running", "Training, started outside the app (it can only be stopped where it was started).")
+        failure = _failure(run) if job is not None else None
+        if failure:
+            return make("failed", failure, can_resume=resumable and checkpoint is not None)
+        last = (rows[-1]["stage"], rows[-1]["step"]) if rows else None
+        if checkpoint is not None and last == (checkpoint.stage, checkpoint.step):
+            return make("stopped", f"Stopped at {checkpoint.stage} step {checkpoint.step}; resume continues from there.", can_resume=True)
+        where = f"from {checkpoint.stage} step {checkpoint.step}" if checkpoint else "from the start"
+        return make("interrupted", f"The training process ended without finishing; resume continues {where}.", can_resume=resumable)
+
+
+def read_job(run: Path) -> dict | None:
+    try:
+        return json.loads((Path(run) / JOB_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _totals(run: Path, job: dict | None, rows: list[dict]) -> dict[str, int]:
+    """Steps per requested stage: from the run's config when written, else from job.json."""
+    if job and job.get("totals"):
+        totals = {s: int(n) for s, n in job["totals"].items()}
+    else:
+        stages = sorted({r["stage"] for r in rows if r.get("stage") in STAGES} | {s for s in STAGES if Run(run).adapter_path(s).is_file()}, key=STAGES.index)
+        totals = dict.fromkeys(stages or STAGES, 0)
+    if Run(run).exists():
+        try:
+            cfg = Run(run).read_config()
+            totals = {s: cfg.stage(s).steps for s in totals}
+        except HuviError:
+            pass
+    return totals
+
+
+def _failure(run: Path) -> str | None:
+    """The error sentence of a failed job from its job.log, or None when it shows no error."""
+    try:
+        text = (Path(run) / JOB_LOG).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return f"The training process crashed with {lines[-1]!r} (a bug; the traceback is in {Path(run).name}/{JOB_LOG})."
+    return None
+
+
+def _pid_alive(pid: int, run: Path | None) -> bool:
+    """Whether `pid` runs (not a zombie) and, given `run`, is a huvi process training that folder."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path(f"/proc/{pid}")
+    if not proc.is_dir():
+        return True  # no /proc: trust the signal check
+    try:
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if not cmdline:
+        return False  # a zombie
+    return run is None or ("huvi" in cmdline and str(Path(run).resolve()) in cmdline)

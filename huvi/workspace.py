@@ -1,0 +1,412 @@
+"""The app's folders: categories under HUVI_HOME, run folders beside them, and edits to a category.
+
+    $HUVI_HOME/                     default ./data
+      <category>/category.json      {"prompt": ..., "scores": {"a.mp4": 4, ...}}  (huvi.category)
+      <category>/clips/a.mp4 ...
+    $HUVI_RUNS/                     default: `runs` beside HUVI_HOME (./runs for ./data)
+      <run>/ ...                    (huvi.runs)
+
+Every edit (new category, added or removed clip, a rating, the prompt) rewrites category.json
+atomically (huvi.io), so the folder stays a valid input for `python -m huvi train` at every moment.
+An uploaded clip is decoded before it is copied in: a file that would fail training never enters.
+What the app shows about a category is read here too: each clip's frame count and size
+(`clip_info`, decoded once per file version) and the preference pairs a run with a given seed
+trains on (`preference_pairs`, the trainer's own `form_pairs`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio_ffmpeg
+
+from huvi.category import Problem, check_category, clip_frames, read_pairs
+from huvi.config import PRESET_DIR, DataConfig, ModelConfig
+from huvi.errors import HuviError
+from huvi.io import atomic_write, write_json
+from huvi.pairs import form_pairs
+from huvi.video import VIDEO_SUFFIXES, read_clip
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "data" / "demo"  # the shipped synthetic category (data/README.md)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # category and run folder names
+_meta_lock = threading.Lock()  # one read-modify-write of a category.json at a time in this process
+
+
+def check_name(name: str, what: str = "category") -> str:
+    """`name` stripped, if it is a safe folder name; otherwise a HuviError suggesting one."""
+    name = (name or "").strip()
+    if NAME.fullmatch(name):
+        return name
+    suggestion = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[:64] or f"my-{what}"
+    raise HuviError(
+        f"{what.capitalize()} name {name!r} is not allowed: use letters, digits, '-' and '_' "
+        f"(up to 64, starting with a letter or digit), e.g. {suggestion!r}."
+    )
+
+
+@dataclass(frozen=True)
+class Workspace:
+    categories: Path  # HUVI_HOME: one folder per category
+    runs: Path  # run folders
+
+    @classmethod
+    def from_env(cls) -> Workspace:
+        home = Path(os.environ.get("HUVI_HOME") or "data").expanduser().resolve()
+        runs = Path(os.environ.get("HUVI_RUNS") or home.parent / "runs").expanduser().resolve()
+        return cls(home, runs)
+
+    def prepare(self) -> None:
+        """Create both folders; copy the shipped demo category in when HUVI_HOME has none."""
+        self.categories.mkdir(parents=True, exist_ok=True)
+        self.runs.mkdir(parents=True, exist_ok=True)
+        target = self.categories / DEMO.name
+        if DEMO.is_dir() and not target.exists() and target.resolve() != DEMO.resolve():
+            shutil.copytree(DEMO, target)
+            logger.info("copied the demo category to %s", target)
+
+    def category_dir(self, name: str) -> Path:
+        return self.categories / check_name(name)
+
+    def run_dir(self, name: str) -> Path:
+        return self.runs / check_name(name, "run")
+
+    def list_categories(self) -> list[str]:
+        """Category folder names (those holding category.json), demo first, then alphabetical."""
+        if not self.categories.is_dir():
+            return []
+        names = [p.name for p in self.categories.iterdir() if (p / "category.json").is_file() and NAME.fullmatch(p.name)]
+        return sorted(names, key=lambda n: (n != DEMO.name, n.lower()))
+
+    def list_runs(self) -> list[str]:
+        """Run folder names, most recently changed first."""
+        if not self.runs.is_dir():
+            return []
+        found = [p for p in self.runs.iterdir() if p.is_dir() and NAME.fullmatch(p.name) and any(p.iterdir())]
+        return [p.name for p in sorted(found, key=_last_change, reverse=True)]
+
+    def new_run_name(self, category: str) -> str:
+        """`<category>-<YYYYmmdd-HHMMSS>`, unused in the runs folder."""
+        base = f"{check_name(category)[:48]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name, n = base, 2
+        while (self.runs / name).exists():
+            name, n = f"{base}-{n}", n + 1
+        return name
+
+    def create_category(self, name: str, prompt: str) -> Path:
+        root = self.category_dir(name)
+        if root.exists():
+            raise HuviError(f"A category named {root.name!r} already exists; pick it in the list or choose another name.")
+        prompt = _check_prompt(prompt)
+        (root / "clips").mkdir(parents=True)
+        write_json(root / "category.json", {"prompt": prompt, "scores": {}})
+        logger.info("created category %s", root)
+        return root
+
+
+def _last_change(path: Path) -> float:
+    stamps = [path.stat().st_mtime] + [p.stat().st_mtime for p in (path / "job.json", path / "metrics.jsonl") if p.is_file()]
+    return max(stamps)
+
+
+def _check_prompt(prompt: str) -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise HuviError("Give the category a prompt describing the action, e.g. 'a person playing guitar'.")
+    return prompt
+
+
+# one category ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipInfo:
+    frames: int  # counted by decoding every frame, never from container metadata
+    width: int  # as stored, before any preset resizes it
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.frames} frames · {self.width}×{self.height}"
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    name: str  # file name in clips/
+    path: Path
+    score: int | None  # None: not rated yet, so not used for training
+
+    @property
+    def info(self) -> ClipInfo:
+        """Frame count and size; decoded once per file version. A HuviError when it does not decode."""
+        return clip_info(self.path)
+
+
+def clip_info(path: Path) -> ClipInfo:
+    """Frame count and size of the clip at `path`, by decoding it (cached while the file is unchanged)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise HuviError(f"{path.name}: file not found.") from None
+    return _decode_info(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_info(path: str, size: int, mtime_ns: int) -> ClipInfo:
+    """Keyed by size and mtime too: clips are replaced atomically, so a new version is a new key."""
+    _, height, width, _ = read_clip(Path(path), None, None, max_frames=1).shape  # (1, h, w, 3) as stored, or why it fails
+    try:
+        frames, _ = imageio_ffmpeg.count_frames_and_secs(path)  # ffmpeg decodes every frame itself; no frame crosses a pipe
+    except RuntimeError:
+        frames = len(read_clip(Path(path), 8, 8))  # slower: every frame through imageio, shrunk as it is decoded
+    return ClipInfo(frames, width, height)
+
+
+def read_meta(root: Path) -> dict:
+    """category.json as {"prompt": str, "scores": dict}, for editing (huvi.category validates it)."""
+    path = Path(root) / "category.json"
+    if not path.is_file():
+        raise HuviError(f"{Path(root).name} has no category.json; create the category in the app or by hand.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HuviError(f"{path} is not valid JSON ({err}); fix it by hand before editing it here.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("scores", {}), dict):
+        raise HuviError(f"{path} must hold an object with \"prompt\" and \"scores\"; fix it by hand before editing it here.")
+    data.setdefault("prompt", "")
+    data.setdefault("scores", {})
+    return data
+
+
+def _edit_meta(root: Path, change) -> dict:
+    with _meta_lock:
+        meta = read_meta(root)
+        change(meta)
+        write_json(Path(root) / "category.json", meta)
+        return meta
+
+
+def list_clips(root: Path) -> list[ClipEntry]:
+    """Every file in clips/ with its rating (None when unrated), by name."""
+    clip_dir = Path(root) / "clips"
+    scores = read_meta(root)["scores"]
+    files = sorted(p for p in clip_dir.iterdir() if p.is_file() and not p.name.startswith(".")) if clip_dir.is_dir() else []
+    return [ClipEntry(p.name, p, scores.get(p.name) if _is_score(scores.get(p.name)) else None) for p in files]
+
+
+def set_prompt(root: Path, prompt: str) -> None:
+    prompt = _check_prompt(prompt)
+    _edit_meta(root, lambda meta: meta.update(prompt=prompt))
+
+
+def _is_score(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
+
+
+def _check_score(score) -> int:
+    if isinstance(score, float) and score.is_integer():
+        score = int(score)
+    if not _is_score(score):
+        raise HuviError(f"A rating must be a whole number from 1 to 5, not {score!r}.")
+    return score
+
+
+def _clip_path(root: Path, name: str) -> Path:
+    """clips/`name`, if `name` is the plain file name of a clip there."""
+    path = Path(root) / "clips" / name
+    if Path(name).name != name or name.startswith(".") or not path.is_file():
+        raise HuviError(f"{name} is not a clip of {Path(root).name}; refresh the list.")
+    return path
+
+
+def set_score(root: Path, name: str, score: int | None) -> None:
+    """Rate clip `name` 1-5, or clear its rating with None (an unrated clip is not trained on)."""
+    _clip_path(root, name)
+    score = None if score is None else _check_score(score)
+
+    def change(meta: dict) -> None:
+        if score is None:
+            meta["scores"].pop(name, None)
+        else:
+            meta["scores"][name] = score
+
+    _edit_meta(root, change)
+
+
+def remove_clip(root: Path, name: str) -> None:
+    """Delete clip `name` and its rating."""
+    path = _clip_path(root, name)
+    _edit_meta(root, lambda meta: meta["scores"].pop(name, None))
+    path.unlink()
+    logger.info("removed %s from %s", name, Path(root).name)
+
+
+def safe_clip_name(filename: str) -> str:
+    """An upload's file name reduced to letters, digits, '.', '-' and '_', with a lower-case suffix."""
+    path = Path(Path(filename).name)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem).strip("._-") or "clip"
+    return f"{stem[:80]}{path.suffix.lower()}"
+
+
+def add_clip(root: Path, source: Path, score: int | None = None, data: DataConfig | None = None, filename: str | None = None) -> str:
+    """Copy the clip at `source` into the category, optionally rated; returns its name in clips/.
+
+    The clip is decoded first (with `data`, every frame the preset keeps, refusing clips too short
+    for it), so a file that would fail training is refused here with one sentence. `filename` is
+    the name the user gave the file (an upload's temporary path may be named otherwise).
+    """
+    root, source = Path(root), Path(source)
+    name = safe_clip_name(filename or source.name)
+    if Path(name).suffix not in VIDEO_SUFFIXES:
+        raise HuviError(f"{Path(filename or source.name).name}: not a supported clip type; use {', '.join(VIDEO_SUFFIXES)}.")
+    score = None if score is None else _check_score(score)
+    read_meta(root)  # the category must be editable before anything is copied
+    if data is not None:
+        frames = clip_frames(source, data)
+    else:
+        frames = read_clip(source, 64, 64, max_frames=2)
+    logger.debug("%s decodes (%d frames kept)", name, len(frames))
+
+    clip_dir = root / "clips"
+    clip_dir.mkdir(exist_ok=True)
+    same_size = [p for p in clip_dir.iterdir() if p.is_file() and p.stat().st_size == source.stat().st_size]
+    if same_size:
+        from huvi.cache import file_digest  # only here: huvi.cache brings in diffusers
+
+        digest = file_digest(source)
+        for existing in same_size:
+            if file_digest(existing) == digest:
+                raise HuviError(f"{Path(filename or source.name).name} is already in {root.name} as {existing.name}.")
+    stem, suffix = Path(name).stem, Path(name).suffix
+    n = 2
+    while (clip_dir / name).exists():
+        name, n = f"{stem}_{n}{suffix}", n + 1
+    atomic_write(clip_dir / name, lambda tmp: shutil.copyfile(source, tmp))
+    if score is not None:
+        set_score(root, name, score)
+    logger.info("added %s to %s", name, root.name)
+    return name
+
+
+@dataclass(frozen=True)
+class Summary:
+    clips: int  # files in clips/
+    rated: int
+    histogram: dict[int, int]  # score -> clips with it
+    pairs: int  # preference pairs the ratings form
+    problems: list[Problem]  # structural problems (no decoding)
+
+    @property
+    def ready(self) -> bool:
+        return not any(p.level == "error" for p in self.problems)
+
+
+@dataclass(frozen=True)
+class PairRow:
+    winner: str
+    loser: str
+    winner_score: int | None  # None: an explicit pair of category.json with an unrated clip
+    loser_score: int | None
+
+
+@dataclass(frozen=True)
+class PairsView:
+    """The preference pairs a run with `seed` trains on, in its order, and the clips left out."""
+
+    seed: int
+    pairs: list[PairRow]  # in training order (huvi.pairs.form_pairs with this seed)
+    unrated: list[str]  # no rating: no pair and no motion training
+    ties: dict[int, list[str]]  # rating -> the clips sharing it (two or more): they never pair with each other
+    unpaired: list[str]  # rated, but every other rated clip has the same rating: in no pair at all
+
+    @property
+    def tied_combinations(self) -> int:
+        """Clip combinations left out because both clips have the same rating."""
+        return sum(len(names) * (len(names) - 1) // 2 for names in self.ties.values())
+
+
+def preference_pairs(root: Path, seed: int) -> PairsView:
+    """The pairs `form_pairs` makes from the category's ratings (and explicit pairs) with `seed`."""
+    entries = list_clips(root)
+    scores = {e.name: e.score for e in entries if e.score is not None}
+    pairs = form_pairs(scores, seed, read_pairs(root))
+    rows = [PairRow(p.winner, p.loser, scores.get(p.winner), scores.get(p.loser)) for p in pairs]
+    in_pairs = {name for p in pairs for name in (p.winner, p.loser)}
+    ties = {s: sorted(n for n, v in scores.items() if v == s) for s in sorted(set(scores.values()), reverse=True)}
+    return PairsView(
+        seed=seed,
+        pairs=rows,
+        unrated=[e.name for e in entries if e.score is None],
+        ties={s: names for s, names in ties.items() if len(names) > 1},
+        unpaired=sorted(set(scores) - in_pairs),
+    )
+
+
+def summarize(root: Path) -> Summary:
+    """Counts and structural problems of a category; cheap enough to recompute on every edit."""
+    entries = list_clips(root)
+    scores = {e.name: e.score for e in entries if e.score is not None}
+    histogram = {s: sum(v == s for v in scores.values()) for s in range(1, 6)}
+    return Summary(len(entries), len(scores), histogram, len(form_pairs(scores, seed=0)), check_category(root))
+
+
+# which preset fits this machine ------------------------------------------------------------------
+def preset_note(name: str) -> str:
+    """The leading comment of presets/NAME.yaml: the hardware it is for and what it gives up."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not name or not path.is_file():
+        return ""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
+@dataclass(frozen=True)
+class PresetChoice:
+    name: str
+    reason: str  # one sentence: why this preset
+
+
+def weights_on_disk(model: ModelConfig) -> bool:
+    """True when the base model's UNet and the motion adapter load without a download."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def present(repo: str, file: str) -> bool:
+        if Path(repo).is_dir():
+            return (Path(repo) / file).is_file()
+        try:
+            return isinstance(try_to_load_from_cache(repo, file), str)
+        except ValueError:  # neither a folder nor a valid Hub id (e.g. a folder that does not exist)
+            return False
+
+    return present(model.base, "unet/config.json") and present(model.motion_adapter, "config.json")
+
+
+def choose_preset() -> PresetChoice:
+    """sd15-24gb with a CUDA GPU and the weights on disk; tiny otherwise, with the reason."""
+    import torch
+
+    from huvi.config import load_config
+
+    real = "sd15-24gb"
+    if not torch.cuda.is_available():
+        return PresetChoice("tiny", "No CUDA GPU was found.")
+    if not weights_on_disk(load_config(real).model):
+        return PresetChoice("tiny", "A GPU was found, but the Stable Diffusion 1.5 and AnimateDiff weights are not downloaded.")
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    reason = f"A CUDA GPU ({torch.cuda.get_device_name(0)}, {gib:.0f} GB) and the weights were found."
+    if gib < 22:
+        reason += " With less than 24 GB, pick sd15-16gb or sd15-12gb in the Preset lists."
+    return PresetChoice(real, reason)

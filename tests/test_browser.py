@@ -1,0 +1,272 @@
+"""The app in a real browser: `python app.py` in its own process, driven by headless Chromium.
+
+One user's session, in the order of the tabs: make a category, upload eight clips and a broken
+file, rate the clips, look at the pairs and pick their seed, train a tiny run (reloading the page
+while it trains), generate with it, export it and download the LoRA. A screenshot of every tab goes
+to $HUVI_ARTIFACTS/screenshots/ (default test-artifacts/screenshots/).
+
+Needs Debian's chromium (`apt-get install -y chromium`) and pip's playwright; never
+`playwright install`. Skipped, with the reason, when either is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from huvi.pairs import form_pairs
+from huvi.synthetic import moving_square
+from huvi.video import write_clip
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TRAIN_TIMEOUT_MS = 240_000
+RATINGS = (5, 5, 4, 4, 2, 2, 1, 1)  # 8 clips: 28 combinations, 4 of them ties -> 24 pairs
+# The page is reloaded once the job has logged a step: the steps left (about 30 s on 2 shared
+# cores) must outlast the reload (about 3 s). One preview clip, at the last DPO step.
+MOTION_STEPS, DPO_STEPS = 3, 6
+
+if not CHROMIUM.is_file():
+    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) to run the browser tests", allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (requirements-dev.txt) to run the browser tests")
+expect = playwright.expect
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    folder = Path(os.environ.get("HUVI_ARTIFACTS") or REPO / "test-artifacts") / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """`python app.py --port N` with a fresh HUVI_HOME; yields (url, categories, runs)."""
+    root = tmp_path_factory.mktemp("browser")
+    home, runs = root / "data", root / "runs"
+    port = free_port()
+    env = os.environ | {"HUVI_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HUVI_RUNS", None)
+    with open(root / "app.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the app did not start:\n{(root / 'app.log').read_text()}") from None
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/", home, runs
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for job in runs.glob("*/job.json"):  # training jobs outlive the app on purpose; not this one's
+            try:
+                os.killpg(json.loads(job.read_text())["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, KeyError, json.JSONDecodeError):
+                pass
+
+
+@pytest.fixture(scope="module")
+def page(app, tmp_path_factory):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda err: page.errors.append(str(err)))
+        page.set_default_timeout(30_000)
+        page.goto(app[0])
+        yield page
+        browser.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_timeout(500)
+
+
+def shown(page, text: str, exact: bool = False):
+    """`text` on the tab on show (hidden tabs are in the page too)."""
+    return page.get_by_text(text, exact=exact).locator("visible=true").first
+
+
+def cards(page):
+    """The clip cards of the tab on show."""
+    return page.locator(".huvi-clip:visible")
+
+
+def card(page, clip: str):
+    return cards(page).filter(has_text=clip)
+
+
+def wait_until(predicate, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def scores(home: Path, category: str) -> dict:
+    return json.loads((home / category / "category.json").read_text())["scores"]
+
+
+def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
+    url, home, runs = app
+
+    # 1 · Category: the demo category is there, each clip with its frame count and size; Remove asks first
+    page.get_by_text("Tiny preset").wait_for()  # the banner: no GPU here
+    shown(page, "12 clips").wait_for()
+    expect(cards(page)).to_have_count(12)
+    expect(card(page, "left_0_01.mp4").get_by_text("32 frames · 64×64")).to_be_visible()
+    removed = "right_0_10.mp4"
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    card(page, removed).get_by_role("button", name="Remove").click()
+    page.wait_for_timeout(800)
+    assert (home / "demo" / "clips" / removed).is_file()
+    page.once("dialog", lambda dialog: dialog.accept())
+    card(page, removed).get_by_role("button", name="Remove").click()
+    expect(cards(page)).to_have_count(11)
+    assert not (home / "demo" / "clips" / removed).exists() and removed not in scores(home, "demo")
+
+    page.get_by_text("New category").click()
+    page.get_by_label("Name").fill("squares")
+    page.get_by_label("Prompt", exact=True).fill("a square sliding across the frame")
+    page.get_by_role("button", name="Create").click()
+    shown(page, "No clips yet").wait_for()
+    assert json.loads((home / "squares" / "category.json").read_text()) == {"prompt": "a square sliding across the frame", "scores": {}}
+
+    uploads = tmp_path / "uploads"  # eight clips and a broken file, in one drop
+    uploads.mkdir()
+    for i in range(len(RATINGS)):
+        write_clip(uploads / f"square {i}.mp4", moving_square(1 if i < 4 else -1, seed=300 + i, frames=32, size=32))
+    (uploads / "broken.mp4").write_text("not a video\n" * 20)
+    page.locator('input[type="file"]').first.set_input_files([str(p) for p in sorted(uploads.iterdir())])
+    page.get_by_text("Refused 1 file (the others were kept)").wait_for()
+    expect(page.locator("li", has_text="broken.mp4: could not be decoded as a video")).to_be_visible()  # and a toast
+    expect(cards(page)).to_have_count(8)
+    expect(card(page, "square_0.mp4").get_by_text("32 frames · 32×32")).to_be_visible()
+    shown(page, "8 clips").wait_for()
+    assert sorted(p.name for p in (home / "squares" / "clips").iterdir()) == [f"square_{i}.mp4" for i in range(8)]
+    page.screenshot(path=str(shots / "1-category.png"), full_page=True)
+
+    # 2 · Rate: every clip playable, each rating saved as it is clicked
+    open_tab(page, "2 · Rate")
+    expect(cards(page)).to_have_count(8)
+    expect(cards(page).locator("video")).to_have_count(8)
+    for i, score in enumerate(RATINGS):
+        card(page, f"square_{i}.mp4").get_by_label(str(score), exact=True).check()
+        wait_until(lambda i=i, score=score: scores(home, "squares").get(f"square_{i}.mp4") == score, f"the rating of square_{i}.mp4")
+    shown(page, "24 preference pairs").wait_for()
+    page.screenshot(path=str(shots / "2-rate.png"), full_page=True)
+
+    # 3 · Pairs: count, table, who is left out; the seed picked here is the Train tab's seed
+    open_tab(page, "3 · Pairs")
+    shown(page, "24 preference pairs").wait_for()
+    page.get_by_text("Equal ratings never pair").wait_for()
+    page.get_by_label("Seed (the training run's seed)").fill("7")
+    page.get_by_text("a run with seed 7").wait_for()
+    first = form_pairs(scores(home, "squares"), seed=7)[0]  # the table is in the order training uses
+    row = page.locator("[role=row]:visible").nth(1)  # (the table is virtual: only rows in view exist)
+    expect(row).to_have_text(re.compile(rf"^\s*1\s+{re.escape(first.winner)}\s+\d★\s+{re.escape(first.loser)}\s+\d★\s+training\s*$"))
+    page.screenshot(path=str(shots / "3-pairs.png"), full_page=True)
+
+    # 4 · Train: a tiny run in the background; the page is reloaded while it trains
+    open_tab(page, "4 · Train")
+    assert page.get_by_label("Category").last.input_value() == "squares"  # the category made in tab 1
+    assert page.get_by_label("Seed (also decides the pair order)").input_value() == "7"
+    page.get_by_label("Motion steps").fill(str(MOTION_STEPS))
+    page.get_by_label("DPO steps").fill(str(DPO_STEPS))
+    page.get_by_label("Preview clip every N steps (0: none)").fill(str(DPO_STEPS))
+    page.get_by_label("Run name (a new folder under runs/)").click()  # blur: the command follows the fields
+    page.locator(".huvi-command").get_by_text(f"--set motion.steps={MOTION_STEPS} --set dpo.steps={DPO_STEPS} --set seed=7").wait_for()
+    run = page.get_by_label("Run name (a new folder under runs/)").input_value()
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"Training the (motion|dpo) stage")).wait_for(timeout=TRAIN_TIMEOUT_MS)  # a step is logged
+    shown(page, "Loss", exact=True).wait_for()  # the plot, drawn from the metrics so far
+    page.get_by_text(f"/ {MOTION_STEPS + DPO_STEPS} steps").wait_for()  # the progress bar
+
+    page.reload()  # nothing lives in the page: the job is found again through its run folder
+    open_tab(page, "4 · Train")
+    page.locator("h3", has_text="running").wait_for()
+    expect(page.locator("h3", has_text=run)).to_be_visible()
+    expect(page.get_by_role("button", name="Stop (checkpoint)")).to_be_enabled()
+    open_tab(page, "5 · Generate")  # one GPU job at a time, and the Generate tab says so
+    page.get_by_text(f"The GPU is busy (training {run})").wait_for()
+    open_tab(page, "4 · Train")
+
+    total = MOTION_STEPS + DPO_STEPS
+    page.locator("h3", has_text="finished").wait_for(timeout=TRAIN_TIMEOUT_MS)
+    page.get_by_text(f"{total} / {total} steps").wait_for()
+    for title in ("Loss", "Implicit accuracy (DPO)", "Reward margin (DPO)"):
+        shown(page, title, exact=True).wait_for()
+    page.get_by_text(f"Preview: dpo step {DPO_STEPS} (fixed seed)").wait_for()
+    assert (runs / run / "adapters" / "dpo.safetensors").is_file()
+    assert "--set seed=7" in json.loads((runs / run / "job.json").read_text())["command"]
+    page.screenshot(path=str(shots / "4-train.png"), full_page=True)
+
+    # 5 · Generate with and without the DPO adapter, side by side
+    open_tab(page, "5 · Generate")
+    expect(page.get_by_text("The GPU is busy")).to_have_count(0)
+    assert page.get_by_label("Trained run").input_value() == run
+    page.get_by_label("Steps (0: the preset's)").fill("2")
+    page.get_by_label("Also render without DPO, side by side").check()
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("Saved to").wait_for(timeout=120_000)
+    page.screenshot(path=str(shots / "5-generate.png"), full_page=True)
+
+    # 6 · Export a diffusers LoRA and download it
+    open_tab(page, "6 · Export")
+    page.get_by_label("diffusers").check()
+    page.get_by_role("button", name="Export").click()
+    page.get_by_role("heading", name="Training").wait_for(timeout=60_000)  # the model card
+    link = page.locator('a[data-testid="download-link"][download$=".safetensors"]:visible').first
+    with page.expect_download() as download_info:
+        link.click()
+    download = download_info.value
+    assert download.suggested_filename.endswith(".safetensors"), download.suggested_filename
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    from safetensors import safe_open
+
+    with safe_open(str(saved), "pt") as weights:
+        assert list(weights.keys())
+    page.screenshot(path=str(shots / "6-export.png"), full_page=True)
+
+    open_tab(page, "DenseDPO segment labels — coming")
+    page.get_by_text("not built yet").wait_for()
+    page.screenshot(path=str(shots / "7-densedpo.png"), full_page=True)
+
+    page.goto(url)  # a bad category name is refused with its sentence, no traceback
+    page.get_by_text("New category").click()
+    page.get_by_label("Name").fill("bad name!")
+    page.get_by_label("Prompt", exact=True).fill("x")
+    page.get_by_role("button", name="Create").click()
+    shown(page, "is not allowed").wait_for()
+    assert not page.errors, page.errors
