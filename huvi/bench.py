@@ -59,6 +59,7 @@ from huvi.adapters import DPO, MOTION, adapter_parameters, add_adapter, set_acti
 from huvi.backbone import assemble_unet, load_encoders, load_unet
 from huvi.batches import crop_and_flip, derived_seed
 from huvi.cache import ClipLatents
+from huvi.cli import EXIT_BAD_INPUT, setup_logging
 from huvi.config import HuviConfig, ModelConfig, load_config, parse_overrides, preset_names
 from huvi.diffusion import SD15_SCHEDULER
 from huvi.dpo import denoising_errors, pair_errors
@@ -682,17 +683,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("huvi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
-        print("--steps must be at least 1 and --warmup 0 or more.", file=sys.stderr)
-        return 2
+        parser.error("--steps must be at least 1 and --warmup 0 or more.")  # exits 2 with the usage line
+    setup_logging(args.verbose)
     out = args.json_out.open("w", encoding="utf-8") if args.json_out else None
 
     def emit(row: dict) -> None:
@@ -705,8 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args, emit)
     except HuviError as err:
-        print(err, file=sys.stderr)
-        return 2
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     finally:
         if out is not None:
             out.close()

@@ -22,7 +22,7 @@ EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 130
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="huggingface_hub")  # deprecation chatter
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         return args.func(args)
     except HuviError as err:
