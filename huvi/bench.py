@@ -59,7 +59,6 @@ from huvi.adapters import DPO, MOTION, adapter_parameters, add_adapter, set_acti
 from huvi.backbone import assemble_unet, load_encoders, load_unet
 from huvi.batches import crop_and_flip, derived_seed
 from huvi.cache import ClipLatents
-from huvi.cli import EXIT_BAD_INPUT, setup_logging
 from huvi.config import HuviConfig, ModelConfig, load_config, parse_overrides, preset_names
 from huvi.diffusion import SD15_SCHEDULER
 from huvi.dpo import denoising_errors, pair_errors
@@ -666,46 +665,11 @@ def run(args: argparse.Namespace, emit: Callable[[dict], None]) -> None:
                 emit({"kind": "measured"} | with_ratios(measure(cfg, stage, True, args.steps, args.warmup, peak), row))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m huvi.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", help="preset name or YAML path (default: sd15-24gb with a GPU, tiny without)")
-    parser.add_argument("--all-presets", action="store_true", help="every preset in presets/")
-    parser.add_argument("--stage", choices=("motion", "dpo", "both"), default="both")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after the warm-up")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (kernel selection, allocator, optimizer state)")
-    parser.add_argument("--naive", action="store_true", help="also run the published-code baseline and print naive/huvi ratios")
-    parser.add_argument("--estimate", action="store_true", help="print meta-device memory and FLOP estimates instead of running steps")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for `huvi train` (repeatable)")
-    parser.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for a GPU not in the built-in table")
-    parser.add_argument("--json-out", type=Path, help="also write the JSON lines to this file")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be at least 1 and --warmup 0 or more.")  # exits 2 with the usage line
-    setup_logging(args.verbose)
-    out = args.json_out.open("w", encoding="utf-8") if args.json_out else None
+    """`python -m huvi.bench ARGS` is `python -m huvi bench ARGS`: the CLI parses and prints."""
+    from huvi.cli import main as cli_main
 
-    def emit(row: dict) -> None:
-        line = json.dumps(row)
-        print(line, flush=True)
-        if out is not None:
-            out.write(line + "\n")
-            out.flush()
-
-    try:
-        run(args, emit)
-    except HuviError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    finally:
-        if out is not None:
-            out.close()
-    return 0
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

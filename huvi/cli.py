@@ -162,6 +162,28 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from huvi.bench import run
+
+    if args.steps < 1 or args.warmup < 0:
+        raise HuviError("--steps must be at least 1 and --warmup 0 or more.")
+    out = args.json_out.open("w", encoding="utf-8") if args.json_out else None
+
+    def emit(row: dict) -> None:
+        line = json.dumps(row)
+        print(line, flush=True)
+        if out is not None:
+            out.write(line + "\n")
+            out.flush()
+
+    try:
+        run(args, emit)
+    finally:
+        if out is not None:
+            out.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m huvi", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -224,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="decides both clips' noise; also part of their file names")
     p.add_argument("--segments", type=int, help="segments per pair (default: data.frames / dense.segment_frames)")
     p.set_defaults(func=cmd_dense_pairs)
+
+    p = sub.add_parser("bench", help="memory, speed and MFU of training steps (also `python -m huvi.bench`); one JSON line each")
+    p.add_argument("--preset", help="preset name or YAML path (default: sd15-24gb with a GPU, tiny without)")
+    p.add_argument("--all-presets", action="store_true", help="every preset in presets/")
+    p.add_argument("--stage", choices=("motion", "dpo", "both"), default="both")
+    p.add_argument("--steps", type=int, default=10, help="timed steps after the warm-up")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (kernel selection, allocator, optimizer state)")
+    p.add_argument("--naive", action="store_true", help="also run the published-code baseline and print naive/huvi ratios")
+    p.add_argument("--estimate", action="store_true", help="print meta-device memory and FLOP estimates instead of running steps")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for `huvi train` (repeatable)")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for a GPU not in the built-in table")
+    p.add_argument("--json-out", type=Path, help="also write the JSON lines to this file")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
