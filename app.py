@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from huvi.jobs import Jobs  # after parsing, so that --help answers without loading torch and gradio
-    from huvi.workspace import Workspace, choose_preset
+    from huvi.workspace import MAX_CLIP_BYTES, Workspace, choose_preset
     from ui.app import CSS, THEME, build_app
     from ui.handlers import Handlers
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         server_port=args.port,
         share=args.share,
         allowed_paths=[str(workspace.categories), str(workspace.runs)],
-        max_file_size="500mb",
+        max_file_size=MAX_CLIP_BYTES,  # add_clip's own limit: Gradio stops a larger upload as it arrives
         theme=THEME,
         css=CSS,
     )

@@ -26,7 +26,7 @@ from huvi.backbone import Encoders
 from huvi.category import Category, clip_frames, first_problem
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
-from huvi.io import write_safetensors
+from huvi.io import file_digest, write_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +57,6 @@ def _digest(*parts) -> str:
     return h.hexdigest()[:24]
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _model_id(cfg: HuviConfig) -> dict:
     return {"v": CACHE_VERSION, "source": cfg.model.source, "base": cfg.model.base}
 
@@ -79,14 +71,20 @@ def prompt_key(prompt: str, cfg: HuviConfig) -> str:
     return _digest(prompt.encode(), _model_id(cfg))
 
 
-def _load(path: Path) -> dict[str, torch.Tensor] | None:
+def _load(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """The entry at `path` if it holds finite tensors under `keys`, all of one shape; None (and the
+    entry is rebuilt) when it is missing, unreadable, partial or corrupt."""
     if not path.is_file():
         return None
     try:
-        return load_file(str(path))
+        stored = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         logger.warning("Cache entry %s is unreadable (%s); rebuilding it.", path.name, err)
         return None
+    if set(stored) != set(keys) or len({t.shape for t in stored.values()}) != 1 or not all(t.isfinite().all() for t in stored.values()):
+        logger.warning("Cache entry %s holds %s, not finite %s of one shape; rebuilding it.", path.name, sorted(stored), list(keys))
+        return None
+    return stored
 
 
 @torch.no_grad()
@@ -127,7 +125,7 @@ def cache_category(
         return encoders
 
     prompt_path = root / "prompts" / f"{prompt_key(category.prompt, cfg)}.safetensors"
-    stored = _load(prompt_path)
+    stored = _load(prompt_path, ("embeds",))
     if stored is None:
         stored = {"embeds": encode_prompt(get_encoders(), category.prompt, device)}
         write_safetensors(prompt_path, stored)
@@ -137,7 +135,10 @@ def cache_category(
     failures: list[str] = []
     for clip in tqdm(category.clips, desc="caching latents", unit="clip", disable=not show_progress):
         path = root / "latents" / f"{clip_key(clip.path, cfg)}.safetensors"
-        stored = _load(path)
+        stored = _load(path, ("latents", "flipped"))
+        if stored is not None and stored["latents"].shape[1] < cfg.data.frames:  # (c, f, h, w)
+            logger.warning("Cache entry %s holds %d frames, fewer than %d; rebuilding it.", path.name, stored["latents"].shape[1], cfg.data.frames)
+            stored = None
         if stored is None:
             try:
                 frames = clip_frames(clip.path, cfg.data)

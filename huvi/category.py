@@ -29,7 +29,7 @@ from typing import Any
 
 from huvi.config import DataConfig
 from huvi.errors import HuviError
-from huvi.io import write_json
+from huvi.io import file_digest, file_lock, write_json
 from huvi.pairs import ExplicitPair
 from huvi.segments import LABELS
 from huvi.video import VIDEO_SUFFIXES, read_clip
@@ -96,7 +96,7 @@ def _read_meta(meta: Path) -> tuple[dict | None, Problem | None]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return None, Problem("error", f"{meta} is not valid JSON ({err}); fix it or recreate the category.")
     if not isinstance(data, dict):
-        return None, Problem("error", f"{meta} must hold an object with \"prompt\" and \"scores\".")
+        return None, Problem("error", f"{meta} must hold an object with \"prompt\" and \"scores\"; fix it or recreate the category.")
     return data, None
 
 
@@ -197,9 +197,9 @@ def _structure(root: Path) -> _Parsed:
     scores = parsed.scores
     for name, value in sorted(raw_scores.items()):
         if not _valid_score(value):
-            problems.append(Problem("error", f"{name}: score {value!r} is not a whole number from 1 to 5."))
+            problems.append(Problem("error", f"{name}: score {value!r} is not a whole number from 1 to 5; rate it again in the app or fix category.json."))
         elif name not in files:
-            problems.append(Problem("error", f"{name}: rated in category.json but not found in {clip_dir}."))
+            problems.append(Problem("error", f"{name}: rated in category.json but not found in {clip_dir}; put the file back or remove its rating."))
         elif problem := _clip_problem(name, files, clip_dir):
             problems.append(Problem("error", f"{name}: {problem}."))
         else:
@@ -247,17 +247,24 @@ def check_pair_lengths(category: Category, lengths: dict[str, int], data: DataCo
 
 
 def check_category(root: Path, data: DataConfig | None = None) -> list[Problem]:
-    """Every problem of the category at `root`; with `data`, every clip it uses is also decoded
-    and each segment-labelled pair's frame counts and segment count are checked."""
+    """Every problem of the category at `root`; with `data`, every clip it uses is also decoded,
+    clips that are the same file are named, and each segment-labelled pair's frame counts and
+    segment count are checked."""
     parsed = _structure(root)
     problems = parsed.problems
     if data is not None:
-        lengths = {}
+        lengths, first_of = {}, {}
         for name in parsed.clip_names():
+            path = Path(root) / "clips" / name
             try:
-                lengths[name] = len(clip_frames(Path(root) / "clips" / name, data))
+                lengths[name] = len(clip_frames(path, data))
             except HuviError as err:
                 problems.append(Problem("error", str(err)))
+                continue
+            digest = file_digest(path)
+            if digest in first_of:
+                problems.append(Problem("warning", f"{name} is the same file as {first_of[digest]}; remove one of them (a clip compared with itself teaches nothing)."))
+            first_of.setdefault(digest, name)
         problems += [Problem("error", message) for message in pair_length_problems(parsed.pairs, lengths, data)]
     return problems
 
@@ -287,7 +294,7 @@ def clip_frames(path: Path, data: DataConfig):
     frames = read_clip(path, data.width, data.height, stride=data.stride, max_frames=data.max_cached_frames)
     if len(frames) < data.frames:
         raise HuviError(
-            f"{Path(path).name}: only {len(frames)} frames at stride {data.stride}, but {data.frames} are needed; "
+            f"{Path(path).name}: only {len(frames)} frame{'s' if len(frames) != 1 else ''} at stride {data.stride}, but {data.frames} are needed; "
             f"use a clip of at least {data.frames * data.stride} frames or lower data.stride."
         )
     return frames
@@ -300,21 +307,34 @@ def read_pairs(root: Path) -> list[ExplicitPair]:
     return _structure(root).pairs
 
 
+def read_meta(root: Path) -> dict:
+    """category.json as a dict with at least "prompt" and "scores", for editing (`check_category`
+    validates the content); a HuviError when it is missing or not a JSON object."""
+    meta = Path(root) / "category.json"
+    if not meta.is_file():
+        raise HuviError(f"{Path(root).name} has no category.json; create the category in the app or by hand.")
+    data, problem = _read_meta(meta)
+    if problem is not None:
+        raise HuviError(problem.message)
+    if not isinstance(data.get("scores", {}), dict):
+        raise HuviError(f"\"scores\" in {meta} is not an object; fix it by hand before editing it here.")
+    data.setdefault("prompt", "")
+    data.setdefault("scores", {})
+    return data
+
+
 def edit_meta(root: Path, change: Callable[[dict], Any]) -> Any:
     """Apply `change` to category.json's content and write it back atomically; returns its result.
 
-    Edits in this process are serialised by one lock, so a rating and a label written at the same
-    time do not overwrite each other when both go through here.
+    Every edit of a category (a rating, a label, a new pair, the prompt) goes through here, under
+    one lock, so two edits at the same time never overwrite each other.
     """
-    meta = Path(root) / "category.json"
-    with _edit_lock:
-        if not meta.is_file():
-            raise HuviError(f"{Path(root).name} has no category.json; create the category first.")
-        data, problem = _read_meta(meta)
-        if data is None:
-            raise HuviError(problem.message)
+    if not (Path(root) / "category.json").is_file():
+        raise HuviError(f"{Path(root).name} has no category.json; create the category in the app or by hand.")
+    with _edit_lock, file_lock(Path(root) / ".category.lock"):  # this process's threads, then other processes
+        data = read_meta(root)
         result = change(data)
-        write_json(meta, data)
+        write_json(Path(root) / "category.json", data)
         return result
 
 
@@ -375,6 +395,38 @@ def label_pair(root: Path, a: str, b: str, segments: Sequence[str | None] | None
         return pair
 
     return edit_meta(root, change)
+
+
+def label_segment(root: Path, a: str, b: str, index: int, label: str | None) -> ExplicitPair:
+    """Set the label of segment `index` (0-based) of pair (a, b), leaving its other labels as
+    they are on disk; a pair labelled per clip takes index 0 as its winner."""
+
+    def change(data: dict) -> ExplicitPair:
+        entries = _entries(data)
+        i = _index(entries, a, b)
+        entry = dict(entries[i])
+        if isinstance(entry.get("segments"), list):
+            if not 0 <= index < len(entry["segments"]):
+                raise HuviError(f"Pair {a} vs {b} has {len(entry['segments'])} segments; there is no segment {index + 1}.")
+            entry["segments"] = [label if k == index else old for k, old in enumerate(entry["segments"])]
+        elif index == 0:
+            entry.pop("winner", None)
+            if label is not None:
+                entry["winner"] = label
+        else:
+            raise HuviError(f"Pair {a} vs {b} is labelled as a whole clip; there is no segment {index + 1}.")
+        pair = _valid(entry, f"pair {i + 1}", root)
+        entries[i] = pair.to_json()
+        return pair
+
+    return edit_meta(root, change)
+
+
+def drop_clip(data: dict, name: str) -> None:
+    """Remove clip `name`'s rating and every explicit pair naming it from category.json's content."""
+    data["scores"].pop(name, None)
+    if isinstance(data.get("pairs"), list):
+        data["pairs"] = [e for e in data["pairs"] if not (isinstance(e, dict) and name in (e.get("a"), e.get("b")))]
 
 
 def remove_pair(root: Path, a: str, b: str) -> None:

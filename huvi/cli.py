@@ -1,4 +1,4 @@
-"""`python -m huvi {train,evaluate,check,generate,export,metrics,dense-pairs}`: the command line over the library.
+"""`python -m huvi {train,evaluate,check,generate,export,metrics,dense-pairs,bench}`: the command line over the library.
 
 Bad input ends with one sentence on stderr and exit code 2; a clean stop (Ctrl-C, SIGTERM)
 checkpoints and exits 130.
@@ -13,8 +13,12 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huvi.errors import HuviError
+
+if TYPE_CHECKING:
+    from huvi.config import HuviConfig
 
 logger = logging.getLogger("huvi")
 
@@ -105,15 +109,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     from huvi.config import load_config
 
     cfg = load_config(args.preset or default_preset())
+    if args.clips:
+        files = _files(args.clips)
+        if not files:
+            raise HuviError(f"There are no files in {' '.join(map(str, args.clips))} to check; give clip files or a folder holding them.")
+        failed = _check_clips(files, cfg)
+        if failed:
+            print(f"{failed} of {len(files)} files cannot be added as clips.", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"All {len(files)} files can be added as clips for preset {cfg.preset}.")
+        return 0
     problems = check_category(args.category, cfg.data)
     for problem in problems:
         print(f"{problem.level}: {problem.message}")
     errors = sum(p.level == "error" for p in problems)
+    if args.category.is_dir() and not (args.category / "category.json").is_file():
+        clip_dir = args.category / "clips"  # not a category (yet): say what each of its files would get
+        errors += _check_clips(_files([clip_dir if clip_dir.is_dir() else args.category]), cfg)
     if errors:
         print(f"{args.category}: {errors} problem(s) to fix before training.", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"{args.category}: ready to train with preset {cfg.preset}.")
     return 0
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    """The given files, a folder standing for the (non-hidden) files in it."""
+    return [f for p in paths for f in (sorted(c for c in p.iterdir() if c.is_file() and not c.name.startswith(".")) if p.is_dir() else [p])]
+
+
+def _check_clips(files: list[Path], cfg: HuviConfig) -> int:
+    """Print "ok: ..." or "error: <sentence>" for each file as a clip for `cfg`; returns how many failed."""
+    from huvi.workspace import check_clip
+
+    failed = 0
+    for path in files:
+        try:
+            kept = check_clip(path, cfg.data)
+            print(f"ok: {path.name}: {kept} frames at stride {cfg.data.stride} fit preset {cfg.preset}.")
+        except HuviError as err:
+            print(f"error: {err}")
+            failed += 1
+    return failed
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -207,8 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("clip", "dense"), help="score clip pairs, or each labelled segment of the explicit pairs (default: the run's dpo.mode)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("check", help="validate a category folder and list every problem")
-    p.add_argument("--category", type=Path, required=True)
+    p = sub.add_parser(
+        "check",
+        help="validate a category folder, or loose clip files, and list every problem (one sentence each)",
+        description="Validate a category (category.json, ratings, pairs; every clip it uses is decoded) or, with --clips, "
+        "each given file as the app's upload would: type, size, decoding, length. A folder without category.json gets "
+        "a line for each of its files too. Exit code 2 when anything must be fixed.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--category", type=Path, help="category folder (category.json + clips/)")
+    what.add_argument("--clips", type=Path, nargs="+", metavar="FILE", help="clip files, or folders of them, to check one by one")
     p.add_argument("--preset", help="preset whose frame count and size the clips must fit")
     p.set_defaults(func=cmd_check)
 

@@ -31,7 +31,7 @@ from huvi.cache import encode_frames, encode_prompt
 from huvi.category import add_pair, clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
-from huvi.generate import _load_run, set_strengths
+from huvi.generate import load_run, set_strengths
 from huvi.pairs import ExplicitPair
 from huvi.precision import default_device, resolve_precision, weight_dtype
 from huvi.sampling import decode_latents, make_scheduler, sample_latents, sdedit_start
@@ -81,7 +81,7 @@ def make_aligned_pairs(
     run_dir, category_dir = Path(run_dir), Path(category_dir)
     device = default_device()
     dtype = weight_dtype(resolve_precision("auto"))
-    cfg, unet, present = _load_run(run_dir, device, dtype)
+    cfg, unet, present = load_run(run_dir, device, dtype)
     if MOTION not in present:
         raise HuviError(f"{run_dir} has no motion adapter yet; train its motion stage first (train --stage motion).")
     eta = cfg.dense.eta if eta is None else eta

@@ -78,7 +78,7 @@ def _write_png(path: Path, frame: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(frame).save(tmp, format="PNG"))
 
 
-def _load_run(run_dir: Path, device: torch.device, dtype: torch.dtype) -> tuple[HuviConfig, torch.nn.Module, list[str]]:
+def load_run(run_dir: Path, device: torch.device, dtype: torch.dtype) -> tuple[HuviConfig, torch.nn.Module, list[str]]:
     run = Run(run_dir)
     if not run.exists():
         raise HuviError(f"{run_dir} is not a huvi run folder (no config.yaml); train one with `python -m huvi train`.")
@@ -109,7 +109,7 @@ def generate(
         raise HuviError(f"--out must end in .mp4 or .gif, not {out.name}.")
     device = default_device()
     dtype = weight_dtype(resolve_precision("auto"))
-    cfg, unet, present = _load_run(Path(run_dir), device, dtype)
+    cfg, unet, present = load_run(Path(run_dir), device, dtype)
     if DPO not in present and (request.compare or request.dpo_scale != 0):
         if request.compare:
             raise HuviError(f"{run_dir} has no DPO adapter yet, so there is nothing to compare; train the dpo stage first.")

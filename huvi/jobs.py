@@ -39,12 +39,13 @@ from pathlib import Path
 from huvi.category import load_category
 from huvi.config import load_config
 from huvi.errors import HuviError
-from huvi.io import write_json
+from huvi.io import file_lock, write_json
 from huvi.runs import JOB_FILE, JOB_FILES, JOB_LOG, STAGES, Run
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".gpu.lock"
+GUARD_FILE = ".gpu.lock.guard"  # flock'ed while the lock is read and taken
 PACKAGE_ROOT = Path(__file__).parent.parent  # `python -m huvi` there runs this very package
 RECENT_SECONDS = 120  # a run without job.json whose metrics changed this recently counts as running elsewhere
 
@@ -56,6 +57,11 @@ class TrainRequest:
     preset: str
     overrides: tuple[str, ...] = ()  # "key=value", as `--set`
     stages: tuple[str, ...] = STAGES
+    mode: str = "clip"  # dpo.mode: "clip" (rating pairs) or "dense" (segment-labelled pairs)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("clip", "dense"):
+            raise HuviError(f"DPO mode {self.mode!r} is unknown; use \"clip\" (ratings) or \"dense\" (segment labels).")
 
     @property
     def stage_arg(self) -> str:
@@ -67,6 +73,8 @@ def train_argv(request: TrainRequest, python: str = sys.executable) -> list[str]
     argv = [python, "-m", "huvi", "train", "--category", str(request.category), "--out", str(request.run), "--preset", request.preset]
     if request.stage_arg != "both":
         argv += ["--stage", request.stage_arg]
+    if request.mode != "clip":
+        argv += ["--mode", request.mode]
     for override in request.overrides:
         argv += ["--set", override]
     return argv
@@ -157,7 +165,7 @@ class Jobs:
             raise HuviError(f"{run.name} already holds a run; choose another run name, or resume that run.")
         stages = [s for s in STAGES if s in request.stages]
         totals = {s: cfg.stage(s).steps for s in stages}
-        argv = train_argv(TrainRequest(category.root.resolve(), run.resolve(), request.preset, request.overrides, tuple(stages)), self.python)
+        argv = train_argv(TrainRequest(category.root.resolve(), run.resolve(), request.preset, request.overrides, tuple(stages), request.mode), self.python)
         return self._launch(run, argv, {"category": str(category.root.resolve()), "preset": request.preset, "stages": stages, "totals": totals})
 
     def resume(self, run: Path) -> JobStatus:
@@ -231,24 +239,18 @@ class Jobs:
 
     @contextmanager
     def _gpu_lock(self, run: Path | None, what: str | None = None) -> Iterator:
-        """Take RUNS/.gpu.lock for `run` (or this process); the holder's pid is set by the caller."""
+        """Take RUNS/.gpu.lock for `run` (or this process); the holder's pid is set by the caller.
+
+        Reading the lock and taking it is one step under RUNS/.gpu.lock.guard, so two apps (or a
+        stale lock taken over by two at once) can never both start a job."""
         self.runs.mkdir(parents=True, exist_ok=True)
         path = self.runs / LOCK_FILE
         record = {"pid": os.getpid(), "run": str(run.resolve()) if run else None, "what": what or f"training {run.name}"}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                lock = self._read_lock()
-                if lock and self._lock_alive(lock):
-                    raise HuviError(f"The GPU is busy ({lock['what']}); one job runs at a time, so stop it or wait for it to finish.") from None
-                path.unlink(missing_ok=True)  # its holder is gone
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(record, fh)
-            break
-        else:
-            raise HuviError(f"Could not take the GPU lock {path}; another app may be starting a job right now, try again.")
+        with file_lock(self.runs / GUARD_FILE):
+            lock = self._read_lock()
+            if lock and self._lock_alive(lock):
+                raise HuviError(f"The GPU is busy ({lock['what']}); one job runs at a time, so stop it or wait for it to finish.")
+            write_json(path, record)  # replaces a lock whose holder is gone
 
         def set_holder(pid: int) -> None:
             write_json(path, record | {"pid": pid})
@@ -322,8 +324,10 @@ class Jobs:
         last = (rows[-1]["stage"], rows[-1]["step"]) if rows else None
         if checkpoint is not None and last == (checkpoint.stage, checkpoint.step):
             return make("stopped", f"Stopped at {checkpoint.stage} step {checkpoint.step}; resume continues from there.", can_resume=True)
+        if not resumable:
+            return make("interrupted", "The training process ended before training began; start the run again under this name.")
         where = f"from {checkpoint.stage} step {checkpoint.step}" if checkpoint else "from the start"
-        return make("interrupted", f"The training process ended without finishing; resume continues {where}.", can_resume=resumable)
+        return make("interrupted", f"The training process ended without finishing; resume continues {where}.", can_resume=True)
 
 
 def read_job(run: Path) -> dict | None:

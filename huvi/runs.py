@@ -9,12 +9,15 @@
     RUN/previews/{stage}-{step:06d}.mp4     fixed-seed preview clips (every generate.preview_every steps)
 
 A checkpoint folder is written under a temporary name and renamed when complete, so the newest
-folder with a final name is always whole.
+folder with a final name is always whole; every file is written to a temporary name and renamed
+(huvi.io). A process killed in the middle of a write leaves only such temporaries, which `--resume`
+removes (`remove_temporaries`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -27,6 +30,8 @@ from safetensors.torch import load_file
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.io import publish_dir, write_json, write_safetensors, write_text
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("motion", "dpo")
 # What a background job (huvi.jobs) writes into a run folder before training starts: a new run
@@ -106,11 +111,28 @@ class Run:
                 continue
         return rows
 
+    def last_metrics(self, stage: str) -> dict:
+        """The newest complete metrics row of `stage` ({} when there is none)."""
+        rows = [r for r in self.read_metrics() if r.get("stage") == stage]
+        return rows[-1] if rows else {}
+
     def truncate_metrics(self, stage: str, step: int) -> None:
         """Drop rows written after (stage, step), the point a resumed run goes on from."""
         limit = (STAGES.index(stage), step)
         keep = [r for r in self.read_metrics() if (STAGES.index(r["stage"]), r["step"]) <= limit]
         write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def remove_temporaries(self) -> None:
+        """Delete the half-written adapters, checkpoints and previews a killed process left: the
+        `.NAME.*.tmp*` files of huvi.io and the `.STAGE-STEP.tmp` folders of `save_checkpoint`.
+        (The run folder's own small files are left alone: the app may be rewriting job.json.)"""
+        for folder in (self.root / "adapters", self.checkpoints, self.root / "previews"):
+            for path in folder.glob(".*.tmp*") if folder.is_dir() else ():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                logger.info("removed %s, left by an interrupted write", path.relative_to(self.root))
 
     # checkpoints -----------------------------------------------------------------------------
     def list_checkpoints(self) -> list[CheckpointRef]:

@@ -57,6 +57,13 @@ logger = logging.getLogger(__name__)
 SMALLER_PRESET = {"sd15-24gb": "sd15-16gb", "sd15-16gb": "sd15-12gb"}
 
 
+def out_of_memory_advice(preset: str) -> str:
+    """What to do after a CUDA out-of-memory error on `preset`: the next smaller preset, when there is one."""
+    if smaller := SMALLER_PRESET.get(preset):
+        return f"start a new run with the smaller preset {smaller} (--preset {smaller})"
+    return "start a new run with fewer data.frames or a smaller data.width and data.height"
+
+
 @dataclass
 class TrainResult:
     run: Path
@@ -82,13 +89,18 @@ def train(
     run = Run(run_dir)
     stages = [s for s in STAGES if s in set(stages)]
     if resume:
+        if not run.exists():
+            raise HuviError(f"{run.root} holds no config.yaml, so there is nothing to resume; give the folder of a started run, or start again without --resume.")
         cfg = run.read_config()
     category = load_category(category_dir)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
     if not resume and (run.exists() or run.holds_files()):
         raise HuviError(f"{run.root} already holds files; pass --resume to continue that run, or choose a new --out folder.")
     trainer = _Trainer(cfg, category, run, accelerator, show_progress)
-    trainer.setup(stages)  # decodes and caches every clip: bad input fails here, before anything is written
+    try:
+        trainer.setup(stages)  # decodes and caches every clip: bad input fails here, before anything is written
+    except torch.OutOfMemoryError:
+        raise HuviError(f"The GPU ran out of memory while loading the model and encoding the clips; {out_of_memory_advice(cfg.preset)}.") from None
     accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes to it
     if not resume and accelerator.is_main_process:
         run.root.mkdir(parents=True, exist_ok=True)
@@ -164,15 +176,17 @@ class _Trainer:
         try:
             result = TrainResult(run=self.run.root, stopped=False)
             if resume and self.accelerator.is_main_process:
+                self.run.remove_temporaries()  # what a crash in the middle of a write left behind
                 self.run.truncate_metrics(*((resume_from.stage, resume_from.step) if resume_from else (STAGES[0], 0)))
                 logger.info("resuming from %s", resume_from.path.name if resume_from else "the start (no checkpoint yet)")
             for stage in stages:
                 if self.run.adapter_path(stage).is_file() and (resume_from is None or resume_from.order >= (STAGES.index(stage), self.cfg.stage(stage).steps)):
                     logger.info("stage %s is already complete in %s", stage, self.run.root)
+                    result.last[stage] = self.run.last_metrics(stage)
                     continue
                 start = resume_from if resume_from is not None and resume_from.stage == stage else None
                 row, stopped = self._run_stage(stage, start, should_stop)
-                result.last[stage] = row
+                result.last[stage] = row or self.run.last_metrics(stage)  # no row: resumed at the stage's last step
                 if stopped:
                     result.stopped = True
                     break
@@ -193,15 +207,11 @@ class _Trainer:
     # stages ----------------------------------------------------------------------------------
     def _prepare_adapters(self, stage: str) -> None:
         unet, scfg = self.unet, self.cfg.stage(stage)
+        if stage == DPO and MOTION not in getattr(unet, "peft_config", {}):
+            load_adapter(unet, self.run.adapter_path(MOTION), MOTION)  # draws random numbers too: before the seed below
         torch.manual_seed(derived_seed(self.cfg.seed, stage, "init"))  # the LoRA A matrices are drawn now
-        if stage == MOTION:
-            add_adapter(unet, MOTION, scfg.adapter)
-            set_active(unet, [MOTION], trainable=MOTION)
-        else:
-            if MOTION not in getattr(unet, "peft_config", {}):
-                load_adapter(unet, self.run.adapter_path(MOTION), MOTION)
-            add_adapter(unet, DPO, scfg.adapter)
-            set_active(unet, [MOTION, DPO], trainable=DPO)
+        add_adapter(unet, stage, scfg.adapter)
+        set_active(unet, [MOTION] if stage == MOTION else [MOTION, DPO], trainable=stage)
         unet.to(self.device)
 
     def _run_stage(self, stage: str, start: CheckpointRef | None, should_stop: Callable[[], bool]) -> tuple[dict, bool]:
@@ -229,11 +239,9 @@ class _Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     torch.cuda.empty_cache()
                     self._checkpoint(stage, step, optimizer, schedule)
-                    smaller = SMALLER_PRESET.get(self.cfg.preset)
-                    advice = f"use --preset {smaller}" if smaller else "lower data.frames or the resolution"
                     raise HuviError(
-                        f"The GPU ran out of memory in the {stage} stage at step {step + 1}; {advice}, "
-                        f"or resume this run on a larger card with --resume (step {step} is checkpointed)."
+                        f"The GPU ran out of memory in the {stage} stage at step {step + 1}; {out_of_memory_advice(self.cfg.preset)}, "
+                        f"or resume this run on a card with more free memory (Resume or --resume continues from step {step})."
                     ) from None
                 step += 1
                 row |= {"stage": stage, "step": step, "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)}

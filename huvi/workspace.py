@@ -17,22 +17,20 @@ trains on (`preference_pairs`, the trainer's own `form_pairs`).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
 
-from huvi.category import Problem, check_category, clip_frames, read_pairs
+from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, read_meta, read_pairs
 from huvi.config import PRESET_DIR, DataConfig, ModelConfig
 from huvi.errors import HuviError
-from huvi.io import atomic_write, write_json
+from huvi.io import atomic_write, file_digest, publish_dir, write_json
 from huvi.pairs import form_pairs
 from huvi.video import VIDEO_SUFFIXES, read_clip
 
@@ -41,7 +39,7 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"  # the shipped synthetic category (data/README.md)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # category and run folder names
-_meta_lock = threading.Lock()  # one read-modify-write of a category.json at a time in this process
+MAX_CLIP_BYTES = 500 * 2**20  # per clip added; app.py gives Gradio's uploads the same limit
 
 
 def check_name(name: str, what: str = "category") -> str:
@@ -73,11 +71,23 @@ class Workspace:
         self.runs.mkdir(parents=True, exist_ok=True)
         target = self.categories / DEMO.name
         if DEMO.is_dir() and not target.exists() and target.resolve() != DEMO.resolve():
-            shutil.copytree(DEMO, target)
+            tmp = target.with_name(f".{target.name}.tmp")  # copied whole or not at all
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(DEMO, tmp)
+            publish_dir(tmp, target)
             logger.info("copied the demo category to %s", target)
 
     def category_dir(self, name: str) -> Path:
         return self.categories / check_name(name)
+
+    def existing_category(self, name: str | None) -> Path:
+        """The folder of category `name`, which must hold a category.json; else a HuviError."""
+        if not name:
+            raise HuviError("Pick a category first, or create one.")
+        root = self.category_dir(name)
+        if not (root / "category.json").is_file():
+            raise HuviError(f"There is no category {name!r} in {self.categories}; refresh the list.")
+        return root
 
     def run_dir(self, name: str) -> Path:
         return self.runs / check_name(name, "run")
@@ -171,30 +181,6 @@ def _decode_info(path: str, size: int, mtime_ns: int) -> ClipInfo:
     return ClipInfo(frames, width, height)
 
 
-def read_meta(root: Path) -> dict:
-    """category.json as {"prompt": str, "scores": dict}, for editing (huvi.category validates it)."""
-    path = Path(root) / "category.json"
-    if not path.is_file():
-        raise HuviError(f"{Path(root).name} has no category.json; create the category in the app or by hand.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HuviError(f"{path} is not valid JSON ({err}); fix it by hand before editing it here.") from None
-    if not isinstance(data, dict) or not isinstance(data.get("scores", {}), dict):
-        raise HuviError(f"{path} must hold an object with \"prompt\" and \"scores\"; fix it by hand before editing it here.")
-    data.setdefault("prompt", "")
-    data.setdefault("scores", {})
-    return data
-
-
-def _edit_meta(root: Path, change) -> dict:
-    with _meta_lock:
-        meta = read_meta(root)
-        change(meta)
-        write_json(Path(root) / "category.json", meta)
-        return meta
-
-
 def list_clips(root: Path) -> list[ClipEntry]:
     """Every file in clips/ with its rating (None when unrated), by name."""
     clip_dir = Path(root) / "clips"
@@ -205,7 +191,7 @@ def list_clips(root: Path) -> list[ClipEntry]:
 
 def set_prompt(root: Path, prompt: str) -> None:
     prompt = _check_prompt(prompt)
-    _edit_meta(root, lambda meta: meta.update(prompt=prompt))
+    edit_meta(root, lambda meta: meta.update(prompt=prompt))
 
 
 def _is_score(value) -> bool:
@@ -239,13 +225,13 @@ def set_score(root: Path, name: str, score: int | None) -> None:
         else:
             meta["scores"][name] = score
 
-    _edit_meta(root, change)
+    edit_meta(root, change)
 
 
 def remove_clip(root: Path, name: str) -> None:
-    """Delete clip `name` and its rating."""
+    """Delete clip `name`, its rating and the explicit pairs naming it."""
     path = _clip_path(root, name)
-    _edit_meta(root, lambda meta: meta["scores"].pop(name, None))
+    edit_meta(root, lambda meta: drop_clip(meta, name))
     path.unlink()
     logger.info("removed %s from %s", name, Path(root).name)
 
@@ -257,35 +243,47 @@ def safe_clip_name(filename: str) -> str:
     return f"{stem[:80]}{path.suffix.lower()}"
 
 
+def check_clip(source: Path, data: DataConfig | None = None, filename: str | None = None) -> int:
+    """The number of frames training keeps of the clip at `source` (given `data`; without it only
+    the first frames are decoded), or a HuviError saying why the clip cannot be added: its type, its
+    size, decoding or its length. `filename` is the name the user gave the file (an upload's
+    temporary path may be named otherwise).
+    """
+    source = Path(source)
+    shown = Path(filename or source.name).name
+    if Path(safe_clip_name(shown)).suffix not in VIDEO_SUFFIXES:
+        raise HuviError(f"{shown}: not a supported clip type; use {', '.join(VIDEO_SUFFIXES)}.")
+    if source.is_file() and source.stat().st_size > MAX_CLIP_BYTES:
+        raise HuviError(
+            f"{shown}: {source.stat().st_size / 2**20:.1f} MB is over the {MAX_CLIP_BYTES / 2**20:g} MB limit per clip; "
+            "trim it or re-encode it smaller (training keeps a few seconds at a few hundred pixels)."
+        )
+    frames = clip_frames(source, data) if data is not None else read_clip(source, 64, 64, max_frames=2)
+    return len(frames)
+
+
 def add_clip(root: Path, source: Path, score: int | None = None, data: DataConfig | None = None, filename: str | None = None) -> str:
     """Copy the clip at `source` into the category, optionally rated; returns its name in clips/.
 
-    The clip is decoded first (with `data`, every frame the preset keeps, refusing clips too short
-    for it), so a file that would fail training is refused here with one sentence. `filename` is
-    the name the user gave the file (an upload's temporary path may be named otherwise).
+    The clip is checked first (`check_clip`: with `data`, every frame the preset keeps is decoded and
+    a clip too short for it is refused), so a file that would fail training is refused here with one
+    sentence and nothing is written. `filename` is the name the user gave the file.
     """
     root, source = Path(root), Path(source)
     name = safe_clip_name(filename or source.name)
-    if Path(name).suffix not in VIDEO_SUFFIXES:
-        raise HuviError(f"{Path(filename or source.name).name}: not a supported clip type; use {', '.join(VIDEO_SUFFIXES)}.")
     score = None if score is None else _check_score(score)
     read_meta(root)  # the category must be editable before anything is copied
-    if data is not None:
-        frames = clip_frames(source, data)
-    else:
-        frames = read_clip(source, 64, 64, max_frames=2)
-    logger.debug("%s decodes (%d frames kept)", name, len(frames))
+    kept = check_clip(source, data, filename)
+    logger.debug("%s decodes (%d frames kept)", name, kept)
 
     clip_dir = root / "clips"
     clip_dir.mkdir(exist_ok=True)
     same_size = [p for p in clip_dir.iterdir() if p.is_file() and p.stat().st_size == source.stat().st_size]
     if same_size:
-        from huvi.cache import file_digest  # only here: huvi.cache brings in diffusers
-
         digest = file_digest(source)
         for existing in same_size:
             if file_digest(existing) == digest:
-                raise HuviError(f"{Path(filename or source.name).name} is already in {root.name} as {existing.name}.")
+                raise HuviError(f"{Path(filename or source.name).name} is already in {root.name} as {existing.name}; it was not added again.")
     stem, suffix = Path(name).stem, Path(name).suffix
     n = 2
     while (clip_dir / name).exists():

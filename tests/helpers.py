@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,21 @@ def distinct_score_pairs(scores: dict[str, int]) -> set[tuple[str, str]]:
             if scores[a] != scores[b]:
                 out.add((a, b) if scores[a] > scores[b] else (b, a))
     return out
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def wait_for(predicate, timeout: float = 180, what: str = "condition"):
+    """Poll `predicate` every 50 ms until it returns something true; return that."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def metric_rows(run_dir: Path) -> list[dict]:
@@ -110,6 +126,20 @@ def _too_short(root: Path) -> None:
     write_clip(root / "clips" / _first_clip(root), moving_square(1, seed=7, frames=10, size=32))
 
 
+def _one_frame(root: Path) -> None:
+    write_clip(root / "clips" / _first_clip(root), moving_square(1, seed=7, frames=1, size=32))
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to half its length, as an interrupted copy or download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _truncated(root: Path) -> None:
+    truncate(root / "clips" / _first_clip(root))
+
+
 @dataclass(frozen=True)
 class BadCase:
     mutate: object  # (category root) -> None
@@ -131,6 +161,8 @@ BAD_CASES: dict[str, BadCase] = {
     "unreadable_clip": BadCase(_unreadable, "could not be decoded as a video", decoding=True),
     "empty_clip": BadCase(_empty, "the file is empty", decoding=True),
     "too_short_clip": BadCase(_too_short, "only 4 frames at stride 3, but 8 are needed", decoding=True),
+    "one_frame_clip": BadCase(_one_frame, "only 1 frame at stride 3, but 8 are needed", decoding=True),
+    "truncated_clip": BadCase(_truncated, "could not be decoded as a video", decoding=True),
 }
 
 

@@ -35,6 +35,7 @@ from huvi.video import write_clip
 from huvi.workspace import PresetChoice, Workspace
 from ui.app import build_app
 from ui.handlers import TRAIN_SETTINGS, Handlers, log_tail, metric_frames, newest_preview
+from ui.labelling import LabelHandlers
 
 SETTINGS_FOR_3_STEPS = [3, 3, 0, 0, 5000, 1e-3, 1e-3, 0.0, 32, 16]  # steps, seed, previews, beta, lrs, holdout, ranks (tiny)
 
@@ -157,14 +158,14 @@ def test_the_category_tab_advises_8_to_16_clips(served):
 def test_only_changed_settings_become_set_overrides(served):
     _, h, _ = served
     values = h.preset_values("tiny")
-    command = h.command("demo", "r1", "tiny", "both", *values, "")
+    command = h.command("demo", "r1", "tiny", "both", "clip", *values, "")
     assert command.startswith("python -m huvi train --category ") and command.endswith(" --preset tiny")  # nothing changed: no --set
     changed = list(values)
     changed[0], changed[4] = 5, 2500.0
-    command = h.command("demo", "r1", "tiny", "motion", *changed, "data.hflip=true\n--set dpo.adapter.rank=8\n# a comment")
+    command = h.command("demo", "r1", "tiny", "motion", "clip", *changed, "data.hflip=true\n--set dpo.adapter.rank=8\n# a comment")
     assert command.endswith("--preset tiny --stage motion --set motion.steps=5 --set dpo.beta=2500.0 --set data.hflip=true --set dpo.adapter.rank=8")
-    assert h.command("demo", "r1", "tiny", "both", *values, "dpo.nope=1").startswith("# Unknown setting dpo.nope")
-    assert h.command("demo", "bad name", "tiny", "both", *values, "").startswith("# Run name 'bad name' is not allowed")
+    assert h.command("demo", "r1", "tiny", "both", "clip", *values, "dpo.nope=1").startswith("# Unknown setting dpo.nope")
+    assert h.command("demo", "bad name", "tiny", "both", "clip", *values, "").startswith("# Run name 'bad name' is not allowed")
 
 
 # through the API ---------------------------------------------------------------------------------
@@ -174,6 +175,7 @@ def test_the_api_names_its_endpoints(served):
     expected = {
         "/create_category", "/save_prompt", "/add_clips", "/check_category", "/list_clips", "/set_score", "/remove_clip",
         "/pairs", "/start_training", "/stop_training", "/resume_training", "/job_status", "/generate", "/export",
+        "/make_aligned_pairs", "/label_segment",
     }
     assert expected <= named, expected - named
 
@@ -239,14 +241,14 @@ def test_train_in_the_background_then_export_and_generate(served):
     ws, h, client = served
     run = "demo-api"
     with pytest.raises(AppError, match="Unknown setting dpo.nope"):
-        client.predict("demo", run, "tiny", "both", *SETTINGS_FOR_3_STEPS, "dpo.nope=1", api_name="/start_training")
-    client.predict("demo", run, "tiny", "both", *SETTINGS_FOR_3_STEPS, "", api_name="/start_training")
+        client.predict("demo", run, "tiny", "both", "clip", *SETTINGS_FOR_3_STEPS, "dpo.nope=1", api_name="/start_training")
+    client.predict("demo", run, "tiny", "both", "clip", *SETTINGS_FOR_3_STEPS, "", api_name="/start_training")
     started = client.predict(run, api_name="/job_status")
     assert started["state"] in ("starting", "running", "finished") and started["total"] == 6
     assert started["command"].endswith("--preset tiny --set motion.steps=3 --set dpo.steps=3")
     if started["state"] != "finished":  # one GPU job at a time: a second run, or a video, is refused with a sentence
         with pytest.raises(AppError, match=rf"The GPU is busy \(training {run}\); one job runs at a time"):
-            client.predict("demo", "demo-second", "tiny", "both", *SETTINGS_FOR_3_STEPS, "", api_name="/start_training")
+            client.predict("demo", "demo-second", "tiny", "both", "clip", *SETTINGS_FOR_3_STEPS, "", api_name="/start_training")
         with pytest.raises(AppError, match=rf"The GPU is busy \(training {run}\)"):
             client.predict(run, "a square", None, 0, 2, 0, 1.0, 1.0, False, api_name="/generate")
         assert h.gpu_note().startswith(f"⚠ **The GPU is busy (training {run}).**")
@@ -273,3 +275,40 @@ def test_train_in_the_background_then_export_and_generate(served):
         assert Path(video["video"] if isinstance(video, dict) else video).is_file()
         assert compare and Path(frame).is_file() and note.startswith("Saved to")
 
+
+
+def test_the_dense_tab_makes_labels_and_shows_aligned_pairs(served):
+    """After the run above: aligned pairs made with it, labelled through the API and the tab's
+    handlers, shown side by side over the segment timeline, then trained on with --mode dense."""
+    ws, h, client = served
+    run = "demo-api"
+    assert run in h.trained_runs(), "runs after test_train_in_the_background_then_export_and_generate"
+    labels = LabelHandlers(ws, h.jobs, h.preset)
+    assert labels.runs() == [run]
+    source = min(json.loads((ws.categories / "demo" / "category.json").read_text())["scores"])
+    [made] = client.predict("demo", run, [source], 0.75, 3, 0, api_name="/make_aligned_pairs")
+    a, b = made["a"], made["b"]
+    assert (a, b) == (source.replace(".mp4", ".aligned-s3-a.mp4"), source.replace(".mp4", ".aligned-s3-b.mp4"))
+    assert made["segments"] == [None, None] and made["aligned"]["run"] == str(ws.runs / run)
+    picked = labels.pair_dropdown("demo").value
+    assert [title for title, _ in labels.pairs("demo")] == [f"1. {a} vs {b} — 0/2 labelled"]
+
+    assert client.predict("demo", a, b, 2, "b", api_name="/label_segment")["segments"] == [None, "b"]
+    with pytest.raises(AppError, match="there is no segment 3"):
+        client.predict("demo", a, b, 3, "a", api_name="/label_segment")
+    assert "2 of 2 segments labelled" in labels.set_label("demo", picked, 0, "a")
+    video, timeline, note = labels.view("demo", picked)
+    assert Path(video).is_file() and note.startswith(f"**Left: first** `{a}`")
+    assert timeline.count('class="huvi-seg"') == 2 and "2 of 2 segments labelled" in timeline
+    assert [title for title, _ in labels.pairs("demo")] == [f"1. {a} vs {b} — ✔"]
+    pair = json.loads((ws.categories / "demo" / "category.json").read_text())["pairs"][0]
+    assert pair["segments"] == ["a", "b"] and pair["aligned"]["source"] == source
+
+    # the Train tab's "segment labels" choice trains with --mode dense
+    command = h.command("demo", "dense-run", "tiny", "both", "dense", *SETTINGS_FOR_3_STEPS, "")
+    assert "--mode dense" in command
+    timeline, version = labels.set_all("demo", picked, "tie", 0)
+    assert version == 1 and timeline.count(" · tie<br>") == 2
+    assert labels.remove("demo", picked, "") == (gr.skip(), gr.skip())  # confirmation cancelled: kept
+    labels.remove("demo", picked, picked)
+    assert labels.pairs("demo") == [] and (ws.categories / "demo" / "clips" / a).is_file()  # the clips stay

@@ -259,8 +259,29 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
         assert list(weights.keys())
     page.screenshot(path=str(shots / "6-export.png"), full_page=True)
 
-    open_tab(page, "DenseDPO segment labels — coming")
-    page.get_by_text("not built yet").wait_for()
+    # DenseDPO: an aligned pair made with the run, labelled segment by segment. The tab works on
+    # the Category tab's category, which the reload above set back to the first one (demo).
+    open_tab(page, "1 · Category")
+    picker = page.get_by_label("Category").first
+    picker.click()
+    picker.fill("squares")
+    picker.press("Enter")
+    open_tab(page, "DenseDPO · segment labels")
+    shown(page, "Category squares").wait_for()
+    shown(page, "New aligned pairs", exact=True).click()  # the accordion (its button is hidden until it opens)
+    assert page.get_by_label("Run whose model denoises (motion stage trained)").input_value() == run
+    sources = page.get_by_label("Source clips (none chosen: every rated clip)")
+    sources.click()
+    sources.fill("square_0.mp4")
+    sources.press("Enter")
+    page.get_by_role("button", name="Make aligned pairs").click()
+    a, b = "square_0.aligned-s0-a.mp4", "square_0.aligned-s0-b.mp4"
+    wait_until(lambda: len(json.loads((home / "squares" / "category.json").read_text()).get("pairs", [])) == 1, "the aligned pair", timeout=240)
+    expect(page.get_by_label("Pair", exact=True)).to_have_value(f"1. {a} vs {b} — 0/2 labelled", timeout=30_000)
+    page.get_by_test_id("first (left) · second (right), in sync-player").wait_for()  # both clips, side by side, over the timeline
+    page.locator(".huvi-seg-choice", has_text="Segment 1 · frames 0–11").get_by_label("first (left) better").check()
+    wait_until(lambda: json.loads((home / "squares" / "category.json").read_text())["pairs"][0]["segments"] == ["a", None], "the segment label")
+    shown(page, "1 of 2 segments labelled").wait_for()
     page.screenshot(path=str(shots / "7-densedpo.png"), full_page=True)
 
     page.goto(url)  # a bad category name is refused with its sentence, no traceback

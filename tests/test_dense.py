@@ -16,19 +16,21 @@ from safetensors.torch import load_file
 from helpers import metric_rows, read_meta, tiny_config, write_meta
 from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.cache import encode_frames
-from huvi.category import add_pair, check_category, label_pair, load_category, read_pairs, remove_pair
+from huvi.category import add_pair, check_category, label_pair, label_segment, load_category, read_pairs, remove_pair
 from huvi.cli import EXIT_BAD_INPUT, main
 from huvi.config import load_config
 from huvi.diffusion import per_sample_error
 from huvi.errors import HuviError
 from huvi.evaluate import evaluate_run
 from huvi.losses import diffusion_dpo_loss, segment_dpo_loss
+from huvi.pair_view import ACTIVE, GAP, IDLE, OUTSIDE, PLAYHEAD, STRIP, pair_preview, pair_segments, preview_path, timeline_strips
 from huvi.pairs import ExplicitPair, Pair, SegmentPair, form_pairs, segment_pairs
 from huvi.runs import Run
 from huvi.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.segments import label_signs, orient, padded_signs, segment_errors, segment_frames, segment_masks, segment_spans
 from huvi.trainer import train
 from huvi.video import read_clip
+from huvi.workspace import remove_clip
 
 LN2 = math.log(2)
 
@@ -245,6 +247,54 @@ def test_editing_pairs_keeps_the_rest_of_the_file(category_copy):
     assert meta["pairs"] == [{"a": a, "b": b, "segments": ["a", "tie"]}, {"a": a, "b": c, "winner": "b"}]
     remove_pair(category_copy, a, c)
     assert read_pairs(category_copy) == [labelled]
+
+
+def test_labelling_one_segment_and_removing_a_clip(category_copy):
+    a, b, c = _clip_names(category_copy)[:3]
+    _with_pairs(category_copy, [{"a": a, "b": b, "segments": [None, None, None, None]}, {"a": b, "b": c}])
+    assert label_segment(category_copy, a, b, 2, "b").segments == (None, None, "b", None)
+    assert label_segment(category_copy, a, b, 0, "tie").segments == ("tie", None, "b", None)  # the others stay
+    assert label_segment(category_copy, a, b, 2, None).segments == ("tie", None, None, None)
+    assert label_segment(category_copy, b, c, 0, "a").winner == "a"  # a clip-level pair: one "segment"
+    with pytest.raises(HuviError, match="has 4 segments; there is no segment 5"):
+        label_segment(category_copy, a, b, 4, "a")
+    with pytest.raises(HuviError, match="labelled as a whole clip; there is no segment 2"):
+        label_segment(category_copy, b, c, 1, "a")
+    with pytest.raises(HuviError, match="label 'first' is unknown"):
+        label_segment(category_copy, a, b, 1, "first")
+
+    remove_clip(category_copy, a)  # its rating and every pair naming it go with it
+    meta = read_meta(category_copy)
+    assert a not in meta["scores"] and meta["pairs"] == [{"a": b, "b": c, "winner": "a"}]
+    assert not [p for p in check_category(category_copy) if p.level == "error"]
+
+
+def test_pair_preview_plays_both_clips_over_the_segment_timeline(category_copy):
+    a, b = _clip_names(category_copy)[:2]
+    data = tiny_config().data  # 8 frames at stride 3: the window is the first 24 of 32 frames
+    pair = ExplicitPair(a, b, segments=("a", None, "tie", "b"))
+    segments = pair_segments(pair, data)
+    assert [(s.start, s.end, s.label) for s in segments] == [(0, 6, "a"), (6, 12, None), (12, 18, "tie"), (18, 24, "b")]
+    assert [(s.start, s.end, s.label) for s in pair_segments(ExplicitPair(a, b, winner="b"), data)] == [(0, 24, "b")]
+
+    strips = timeline_strips(segments, 32, 320)  # 10 px per frame, 60 px per segment
+    assert strips.shape == (32, STRIP, 320, 3)
+    for t, lit in ((0, 0), (7, 1), (17, 2), (23, 3), (24, None), (31, None)):
+        colours = [tuple(strips[t, 2, 60 * k + 30]) for k in range(4)]  # above each number, away from the playhead
+        assert colours == [ACTIVE if k == lit else IDLE for k in range(4)], (t, colours)
+        assert tuple(strips[t, 2, 300]) == OUTSIDE  # frames past the window: never trained
+        head = round((t + 0.5) * 10)
+        assert (strips[t, :, head] == PLAYHEAD).all()
+
+    video = pair_preview(category_copy, pair, data, height=64)
+    assert video == preview_path(category_copy, pair) and video.parent == category_copy / ".huvi" / "pairs"
+    frames = read_clip(video, None, None)
+    assert frames.shape == (32, 64 + STRIP, 2 * 64 + GAP, 3)  # the 32x32 clips at 64 px, side by side, timeline below
+    left = read_clip(category_copy / "clips" / a, 64, 64)
+    assert np.abs(frames[:, :64, :64].astype(float) - left).mean() < 12  # H.264 of the same frames, in order
+    mtime = video.stat().st_mtime_ns
+    assert pair_preview(category_copy, pair, data, height=64).stat().st_mtime_ns == mtime  # reused while the clips are unchanged
+    assert load_category(category_copy).clips  # the preview folder is not taken for clips
 
 
 def test_pairs_alone_make_a_category_trainable(category_copy):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import BAD_CASES, metric_rows
+from helpers import BAD_CASES, metric_rows, wait_for
 
 from huvi.errors import HuviError
 from huvi.jobs import JOB_FILE, JOB_LOG, LOCK_FILE, Jobs, TrainRequest, display_command, progress, read_job, train_argv
@@ -27,16 +27,6 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
-
-
-def wait_for(predicate, timeout: float = 180, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from helpers import (
     metric_rows,
     read_meta,
     tiny_config,
+    without_timing,
     write_meta,
 )
 from huvi.adapters import (
@@ -42,10 +43,6 @@ from huvi.evaluate import evaluate_run, score_pairs
 from huvi.pairs import form_pairs
 from huvi.runs import Run
 from huvi.trainer import train
-
-
-def without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
 def base_weights(unet: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """`build_app(handlers) -> gr.Blocks`: the layout of the huvi app and the wiring of its events.
 
 Tabs follow the workflow: Category (clips) -> Rate -> Pairs -> Train -> Generate -> Export, plus
-the place where DenseDPO segment labelling will go. Every handler lives in `ui.handlers`.
+DenseDPO's aligned pairs and segment labels. Handlers live in `ui.handlers` (`ui.labelling` for
+the DenseDPO tab).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from ui.handlers import PAIR_COLUMNS, SERIES_COLORS, SETTING, STAGE_CHOICES, TRAIN_SETTINGS, Handlers
+from ui.handlers import MODE_CHOICES, PAIR_COLUMNS, SERIES_COLORS, SETTING, STAGE_CHOICES, TRAIN_SETTINGS, Handlers
+from ui.labelling import LABEL_CHOICES, LabelHandlers
 
 GPU = "gpu"  # concurrency_id shared by every event that may use the GPU: one at a time
 POLL_SECONDS = 2.0
@@ -27,11 +29,14 @@ CSS = """
 .huvi-rating .wrap { flex-wrap: nowrap; gap: 0.25rem; }
 .huvi-rating label { padding: 0.25rem 0.5rem !important; min-width: 0; }
 .huvi-command textarea, .huvi-command code { font-family: var(--font-mono); font-size: 0.85rem; }
+.huvi-timeline { display: flex; gap: 2px; width: 100%; }
+.huvi-seg { border-radius: 0.3rem; padding: 0.3rem 0.4rem; text-align: center; font-size: 0.85rem; min-width: 0; overflow: hidden; }
+.huvi-seg-count { font-size: 0.85rem; margin: 0 0 0.3rem 0; }
 """
 
 RATING_CHOICES = [(str(n), n) for n in range(1, 6)]
 CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif"]
-TABS = ("1 · Category", "2 · Rate", "3 · Pairs", "4 · Train", "5 · Generate", "6 · Export", "DenseDPO segment labels — coming")
+TABS = ("1 · Category", "2 · Rate", "3 · Pairs", "4 · Train", "5 · Generate", "6 · Export", "DenseDPO · segment labels")
 
 
 def build_app(h: Handlers) -> gr.Blocks:
@@ -57,14 +62,8 @@ def build_app(h: Handlers) -> gr.Blocks:
             generate = generate_tab(h)
         with gr.Tab(TABS[5], id="export") as export_tab_:
             export = export_tab(h)
-        with gr.Tab(TABS[6], id="segments"):
-            gr.Markdown(
-                "### Segment labels for DenseDPO — not built yet\n"
-                "This is where aligned pairs will be labelled segment by segment (first better, second better, "
-                "or tie), following DenseDPO (Wu et al. 2025): two clips denoised from one partly noised real clip "
-                "share their motion, so each short segment can be judged on its own. Until it lands, huvi trains "
-                "on whole-clip ratings from the Rate tab."
-            )
+        with gr.Tab(TABS[6], id="segments") as segments_tab_:
+            segments = segments_tab(LabelHandlers(h.ws, h.jobs, h.preset), cat["category"])
 
         category = cat["category"]
         views = [cat["prompt"], cat["summary"], rate["summary"]]
@@ -107,6 +106,8 @@ def build_app(h: Handlers) -> gr.Blocks:
         generate_tab_.select(h.trained_run_dropdown, inputs=generate["run"], outputs=generate["run"], api_visibility="private")
         generate_tab_.select(h.gpu_note, outputs=generate["gpu"], api_visibility="private")
         export_tab_.select(h.trained_run_dropdown, inputs=export["run"], outputs=export["run"], api_visibility="private")
+        for refresh_segments in segments["on_open"]:
+            segments_tab_.select(**refresh_segments)
     return demo
 
 
@@ -227,6 +228,7 @@ def train_tab(h: Handlers) -> dict:
         preset = gr.Dropdown(h.presets(), value=h.preset.name, label="Preset (VRAM tier)", scale=2)
         run_name = gr.Textbox(h.new_run_name(h.default_category()), label="Run name (a new folder under runs/)", scale=3)
         stage = gr.Dropdown(STAGE_CHOICES, value="both", label="Stages", scale=2)
+        mode = gr.Dropdown(MODE_CHOICES, value="clip", label="DPO learns from", scale=2)
     preset_info = gr.Markdown(h.preset_info(h.preset.name))
     values = h.preset_values(h.preset.name)
 
@@ -278,7 +280,7 @@ def train_tab(h: Handlers) -> dict:
     seen = gr.State({})
     timer = gr.Timer(POLL_SECONDS)
 
-    inputs = [category, run_name, preset, stage, *settings, extra]
+    inputs = [category, run_name, preset, stage, mode, *settings, extra]
     shown = [status, progress, stop, resume, loss, accuracy, margin, health, health_box, preview, log]
     keys = ["status", "progress", "stop", "resume", "loss", "accuracy", "margin", "health", "health_box", "preview", "log"]
 
@@ -363,3 +365,84 @@ def export_tab(h: Handlers) -> dict:
             card = gr.Markdown(label="Model card")
     export.click(h.export, inputs=[run, fmt, merge], outputs=[files, card, metadata], api_name="export", concurrency_limit=1)
     return {"run": run}
+
+
+# DenseDPO · segment labels -----------------------------------------------------------------------
+def segments_tab(h: LabelHandlers, category: gr.Dropdown) -> dict:
+    gr.Markdown(
+        "DenseDPO (Wu et al. 2025) learns from **segment labels**: two clips denoised from one partly noised real clip "
+        "share its motion and layout, so each short segment can be judged on its own — first better, second better, or "
+        "tie. Make aligned pairs with a trained run, label them here, then train with **DPO learns from: segment labels** "
+        "in the Train tab (`python -m huvi train --mode dense`)."
+    )
+    working_on = gr.Markdown()
+    with gr.Accordion("New aligned pairs", open=False):
+        with gr.Row(equal_height=True):
+            run = gr.Dropdown(h.runs(), value=(h.runs() or [None])[0], label="Run whose model denoises (motion stage trained)", scale=3, allow_custom_value=True)
+            clips = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Source clips (none chosen: every rated clip)", scale=4)
+        with gr.Row(equal_height=True):
+            eta = gr.Slider(0.05, 1.0, value=0.75, step=0.05, label="Noise strength eta (lower keeps more of the source)")
+            seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+            count = gr.Number(0, label="Segments per pair (0: the preset's)", precision=0, minimum=0)
+            make = gr.Button("Make aligned pairs", variant="primary")
+    with gr.Row(equal_height=True):
+        pair = gr.Dropdown(h.pairs(None), label="Pair", scale=5)
+        refresh = gr.Button("↻ Refresh", scale=0, min_width=100)
+    with gr.Row():
+        with gr.Column(scale=3):
+            video = gr.Video(label="first (left) · second (right), in sync", interactive=False, loop=True, autoplay=True, height=320)
+        with gr.Column(scale=2):
+            note = gr.Markdown()
+            timeline = gr.HTML()
+            with gr.Row():
+                all_first = gr.Button("All: first", size="sm")
+                all_second = gr.Button("All: second", size="sm")
+                all_tie = gr.Button("All: tie", size="sm")
+                clear = gr.Button("Clear", size="sm")
+            remove = gr.Button("Remove this pair (keeps its clips)", size="sm", variant="stop")
+    version = gr.Number(0, visible=False, precision=0)  # bumped when every label changes at once: redraws the choices
+    confirmed = gr.Textbox(visible=False)  # the pair the browser confirmed removing ("" when cancelled)
+
+    @gr.render(inputs=[category, pair, version])
+    def segment_choices(name, key, _version):
+        segments = h.segments(name, key)
+        for start in range(0, len(segments), 4):  # rows of four, in timeline order
+            with gr.Row(equal_height=True):
+                for seg in segments[start : start + 4]:
+                    choice = gr.Radio(
+                        LABEL_CHOICES, value=seg.label, label=f"Segment {seg.index + 1} · frames {seg.start}–{seg.end - 1}",
+                        key=f"seg-{name}-{key}-{seg.index}", min_width=200, elem_classes="huvi-seg-choice",
+                    )
+                    choice.input(
+                        lambda label, k=seg.index: h.set_label(name, key, k, label),
+                        inputs=choice, outputs=timeline, api_visibility="private",
+                    ).success(h.pair_dropdown, inputs=[category, pair], outputs=pair, api_visibility="private")
+
+    shown = [video, timeline, note]
+    for trigger in (category.change, refresh.click):
+        trigger(h.pair_dropdown, inputs=[category, pair], outputs=pair, api_visibility="private")
+    category.change(h.source_clips, inputs=category, outputs=clips, api_visibility="private")
+    category.change(h.working_on, inputs=category, outputs=working_on, api_visibility="private")
+    pair.change(h.view, inputs=[category, pair], outputs=shown, api_visibility="private")
+    for button, label in ((all_first, "a"), (all_second, "b"), (all_tie, "tie"), (clear, None)):
+        button.click(
+            lambda name, key, v, label=label: h.set_all(name, key, label, v),
+            inputs=[category, pair, version], outputs=[timeline, version], api_visibility="private",
+        )
+    remove.click(
+        h.remove, inputs=[category, pair, confirmed], outputs=[pair, video], api_visibility="private",
+        js="(name, key, c) => [name, key, confirm('Remove this pair? Its clips stay in the category.') ? key : '']",
+    )
+    make.click(
+        h.make_pairs, inputs=[category, run, clips, eta, seed, count], outputs=pair,
+        api_visibility="private", concurrency_limit=1, concurrency_id=GPU,
+    )
+    gr.api(h.api_make_pairs, api_name="make_aligned_pairs", concurrency_limit=1, concurrency_id=GPU)
+    gr.api(h.api_label, api_name="label_segment")
+    on_open = [
+        {"fn": h.run_dropdown, "inputs": run, "outputs": run, "api_visibility": "private"},
+        {"fn": h.pair_dropdown, "inputs": [category, pair], "outputs": pair, "api_visibility": "private"},
+        {"fn": h.source_clips, "inputs": [category, clips], "outputs": clips, "api_visibility": "private"},
+        {"fn": h.working_on, "inputs": category, "outputs": working_on, "api_visibility": "private"},
+    ]
+    return {"pair": pair, "on_open": on_open}

@@ -71,6 +71,7 @@ TRAIN_SETTINGS = (
 )
 SETTING = {key: i for i, (key, _) in enumerate(TRAIN_SETTINGS)}  # config key -> its place in TRAIN_SETTINGS
 STAGE_CHOICES = [("motion, then DPO", "both"), ("motion only", "motion")]  # a new run has no motion adapter to run DPO on
+MODE_CHOICES = [("clip ratings (Rate tab)", "clip"), ("segment labels (DenseDPO tab)", "dense")]  # dpo.mode
 
 
 def user_errors(fn):
@@ -149,12 +150,7 @@ class Handlers:
         return gr.Dropdown(choices=names, value=value if value in names else (names[0] if names else None))
 
     def _category(self, name: str | None) -> Path:
-        if not name:
-            raise HuviError("Pick a category first, or create one.")
-        root = self.ws.category_dir(name)
-        if not (root / "category.json").is_file():
-            raise HuviError(f"There is no category {name!r} in {self.ws.categories}; refresh the list.")
-        return root
+        return self.ws.existing_category(name)
 
     def summary(self, name: str | None) -> str:
         if not name:
@@ -243,6 +239,7 @@ class Handlers:
         root = self._category(name)
         if not files:
             raise HuviError("Choose or drop one or more clips to upload first.")
+        read_meta(root)  # a category.json broken by hand is one sentence, not one per file
         data = load_config(preset or self.preset.name).data
         added, refused = [], []
         for file in files:
@@ -382,7 +379,7 @@ class Handlers:
         except HuviError:
             return self.ws.new_run_name("run")
 
-    def _request(self, category: str, run_name: str, preset: str, stage: str, values: list, extra: str) -> TrainRequest:
+    def _request(self, category: str, run_name: str, preset: str, stage: str, mode: str, values: list, extra: str) -> TrainRequest:
         preset = preset or self.preset.name
         base = load_config(preset)
         overrides = []
@@ -397,22 +394,22 @@ class Handlers:
             if line and not line.startswith("#"):
                 overrides.append(line)
         stages = STAGES if stage in (None, "", "both") else (stage,)
-        return TrainRequest(self._category(category), self.ws.run_dir(run_name), preset, tuple(overrides), stages)
+        return TrainRequest(self._category(category), self.ws.run_dir(run_name), preset, tuple(overrides), stages, mode or "clip")
 
-    def command(self, category, run_name, preset, stage, *rest) -> str:
+    def command(self, category, run_name, preset, stage, mode, *rest) -> str:
         """The CLI line that trains with these settings (or why there is none yet)."""
         *values, extra = rest
         try:
-            request = self._request(category, run_name, preset, stage, values, extra)
+            request = self._request(category, run_name, preset, stage, mode, values, extra)
             load_config(request.preset, list(request.overrides))
         except HuviError as err:
             return f"# {err}"
         return display_command(train_argv(request))
 
     @user_errors
-    def start(self, category, run_name, preset, stage, *rest):
+    def start(self, category, run_name, preset, stage, mode, *rest):
         *values, extra = rest
-        request = self._request(category, run_name, preset, stage, values, extra)
+        request = self._request(category, run_name, preset, stage, mode, values, extra)
         status = self.jobs.start(request)
         gr.Info(f"Started {status.run.name}. Training runs in the background: you may close this page and come back.")
         return self.run_dropdown(status.run.name), self.new_run_name(category)
