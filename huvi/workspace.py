@@ -153,6 +153,7 @@ class ClipEntry:
     name: str  # file name in clips/
     path: Path
     score: int | None  # None: not rated yet, so not used for training
+    paired: bool = False  # named by an explicit pair of category.json (e.g. an aligned pair for DenseDPO)
 
     @property
     def info(self) -> ClipInfo:
@@ -182,11 +183,12 @@ def _decode_info(path: str, size: int, mtime_ns: int) -> ClipInfo:
 
 
 def list_clips(root: Path) -> list[ClipEntry]:
-    """Every file in clips/ with its rating (None when unrated), by name."""
+    """Every file in clips/ with its rating (None when unrated) and whether a pair names it, by name."""
     clip_dir = Path(root) / "clips"
     scores = read_meta(root)["scores"]
+    paired = {name for pair in read_pairs(root) for name in (pair.a, pair.b)}
     files = sorted(p for p in clip_dir.iterdir() if p.is_file() and not p.name.startswith(".")) if clip_dir.is_dir() else []
-    return [ClipEntry(p.name, p, scores.get(p.name) if _is_score(scores.get(p.name)) else None) for p in files]
+    return [ClipEntry(p.name, p, scores.get(p.name) if _is_score(scores.get(p.name)) else None, p.name in paired) for p in files]
 
 
 def set_prompt(root: Path, prompt: str) -> None:
@@ -322,7 +324,7 @@ class PairsView:
 
     seed: int
     pairs: list[PairRow]  # in training order (huvi.pairs.form_pairs with this seed)
-    unrated: list[str]  # no rating: no pair and no motion training
+    unrated: list[str]  # no rating and in no explicit pair: not trained on
     ties: dict[int, list[str]]  # rating -> the clips sharing it (two or more): they never pair with each other
     unpaired: list[str]  # rated, but every other rated clip has the same rating: in no pair at all
 
@@ -343,7 +345,7 @@ def preference_pairs(root: Path, seed: int) -> PairsView:
     return PairsView(
         seed=seed,
         pairs=rows,
-        unrated=[e.name for e in entries if e.score is None],
+        unrated=[e.name for e in entries if e.score is None and not e.paired],  # a paired clip needs no rating
         ties={s: names for s, names in ties.items() if len(names) > 1},
         unpaired=sorted(set(scores) - in_pairs),
     )

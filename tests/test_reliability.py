@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -414,6 +415,14 @@ def test_a_crash_while_the_last_adapter_is_written_resumes_to_the_same_result(tr
     assert without_timing(list(result.last.values())) == without_timing([trained_run.result.last[s] for s in ("motion", "dpo")])
     got, want = load_file(str(Run(run).adapter_path("dpo"))), load_file(str(Run(trained_run.root).adapter_path("dpo")))
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_files_written_atomically_get_the_mode_a_plain_write_gives(tmp_path):
+    """mkstemp makes its files private (0600); a category.json or an export must not end up so."""
+    write_json(tmp_path / "category.json", {})
+    (tmp_path / "plain.json").write_text("{}")
+    modes = {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("category.json", "plain.json")}
+    assert len(modes) == 1, modes  # (0644 under the usual umask 022, not 0600)
 
 
 def test_a_partial_latent_cache_entry_is_rebuilt(category, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from huvi.export import FORMATS as EXPORT_FORMATS
 from ui.handlers import MODE_CHOICES, PAIR_COLUMNS, SERIES_COLORS, SETTING, STAGE_CHOICES, TRAIN_SETTINGS, Handlers
 from ui.labelling import LABEL_CHOICES, LabelHandlers
 
@@ -192,7 +193,7 @@ def rate_tab(h: Handlers, category: gr.Dropdown, version: gr.Number) -> dict:
         for entry in clip_cards(h.clips(name), "No clips to rate yet: add some in the **Category** tab."):
             rating = gr.Radio(
                 RATING_CHOICES, value=entry.score, interactive=True, elem_classes="huvi-rating",
-                label="rating (1 worst, 5 best)" if entry.score else "unrated: not trained on yet",
+                label=rating_label(entry),
                 key=f"rating-{name}-{entry.name}",
             )
             rating.input(
@@ -202,6 +203,14 @@ def rate_tab(h: Handlers, category: gr.Dropdown, version: gr.Number) -> dict:
 
     gr.api(h.api_set_score, api_name="set_score")
     return {"summary": summary}
+
+
+def rating_label(entry) -> str:
+    if entry.score:
+        return "rating (1 worst, 5 best)"
+    if entry.paired:  # e.g. an aligned clip: labelled in the DenseDPO tab; a rating would add it to the rating pairs
+        return "in a pair (DenseDPO tab): no rating needed"
+    return "unrated: not trained on yet"
 
 
 # 3 · Pairs ---------------------------------------------------------------------------------------
@@ -311,7 +320,7 @@ def train_tab(h: Handlers) -> dict:
 # 5 · Generate ------------------------------------------------------------------------------------
 def generate_tab(h: Handlers) -> dict:
     runs = h.trained_runs()
-    gr.Markdown(h.missing_note("generate") or "Runs with a trained adapter are listed here; the DPO adapter's strength can be dialled.")
+    gr.Markdown("Runs with a trained adapter are listed here; the DPO adapter's strength can be dialled.")
     gpu = gr.Markdown(h.gpu_note())
     with gr.Row():
         with gr.Column(scale=2):
@@ -345,12 +354,12 @@ def generate_tab(h: Handlers) -> dict:
 # 6 · Export --------------------------------------------------------------------------------------
 def export_tab(h: Handlers) -> dict:
     runs = h.trained_runs()
-    formats = h.export_formats()
-    gr.Markdown(h.missing_note("export") or "Each export writes a model card beside the weights, with the run's settings.")
+    formats = list(EXPORT_FORMATS)
+    gr.Markdown("Each export writes a model card beside the weights, with the run's settings.")
     with gr.Row():
         with gr.Column(scale=2):
             run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Trained run", allow_custom_value=True)
-            fmt = gr.Radio(list(formats), value=formats[0], label="Format")
+            fmt = gr.Radio(formats, value=formats[0], label="Format")
             gr.Markdown(
                 "- **diffusers**: `load_lora_weights` on an AnimateDiff pipeline\n"
                 "- **kohya**: `lora_unet_*` keys with alpha, for A1111 / ComfyUI LoRA loaders\n"

@@ -44,7 +44,6 @@ from huvi.workspace import (
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("diffusers", "kohya", "comfy-motion")  # huvi.export.FORMATS, when that module is present
 SMOOTH = 20  # steps in the running means drawn beside the raw per-step values
 # Raw per-step values light, their running mean dark in the same hue.
 SERIES_COLORS = {
@@ -225,11 +224,12 @@ class Handlers:
 
     @staticmethod
     def clip_caption(entry: ClipEntry) -> str:
-        """Frame count and size as stored, or why the clip does not decode."""
+        """Frame count and size as stored (and whether a pair uses it), or why the clip does not decode."""
         try:
-            return str(entry.info)
+            info = str(entry.info)
         except HuviError as err:
             return f"✖ {err}"
+        return f"{info} · in a pair (DenseDPO tab)" if entry.paired else info
 
     @user_errors
     def add_clips(self, name: str, files: list[str] | None, preset: str):
@@ -534,16 +534,6 @@ class Handlers:
             "wait for it, or stop it in the **Train** tab."
         )
 
-    @staticmethod
-    def missing_note(feature: str) -> str | None:
-        """A sentence when the library module behind a tab is not in this build, else None."""
-        import importlib.util
-
-        module = {"generate": "huvi.generate", "export": "huvi.export"}[feature]
-        if importlib.util.find_spec(module) is None:
-            return f"⚠ {feature.capitalize()} is not part of this build yet ({module} is missing): the button will say so."
-        return None
-
     def trained_runs(self) -> list[str]:
         return [name for name in self.runs() if any(Run(self.ws.runs / name).adapter_path(s).is_file() for s in STAGES)]
 
@@ -567,10 +557,7 @@ class Handlers:
 
     @user_errors
     def generate(self, run_name, prompt, first_frame, seed, steps, guidance, dpo_scale, motion_scale, compare, progress=gr.Progress()):  # noqa: B008 (how Gradio hands a handler its progress bar)
-        try:
-            from huvi.generate import GenerateRequest
-        except ImportError:
-            raise HuviError("Generation is not part of this build yet (huvi.generate is missing); update huvi.") from None
+        from huvi.generate import GenerateRequest  # here: the app starts without loading diffusers' pipelines
         run_dir = self.ws.run_dir(self._run_name(run_name))
         request = GenerateRequest(
             prompt=(prompt or "").strip(),
@@ -599,20 +586,9 @@ class Handlers:
         )
 
     # export ------------------------------------------------------------------------------------
-    @staticmethod
-    def export_formats() -> tuple[str, ...]:
-        try:
-            from huvi.export import FORMATS
-        except ImportError:
-            return EXPORT_FORMATS
-        return tuple(FORMATS)
-
     @user_errors
     def export(self, run_name: str, fmt: str, merge: bool):
-        try:
-            from huvi.export import export_run
-        except ImportError:
-            raise HuviError("Export is not part of this build yet (huvi.export is missing); update huvi.") from None
+        from huvi.export import export_run
         run_dir = self.ws.run_dir(self._run_name(run_name))
         kind = f"{fmt}-merged" if merge else fmt
         folder = run_dir / "export" / kind
