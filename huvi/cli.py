@@ -134,8 +134,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _files(paths: list[Path]) -> list[Path]:
-    """The given files, a folder standing for the (non-hidden) files in it."""
-    return [f for p in paths for f in (sorted(c for c in p.iterdir() if c.is_file() and not c.name.startswith(".")) if p.is_dir() else [p])]
+    """The given files, a folder standing for the (non-hidden) entries in it that are not folders
+    (a broken link among them is reported as not found)."""
+    return [f for p in paths for f in (sorted(c for c in p.iterdir() if not c.is_dir() and not c.name.startswith(".")) if p.is_dir() else [p])]
 
 
 def _check_clips(files: list[Path], cfg: HuviConfig) -> int:

@@ -60,6 +60,8 @@ def read_clip(path: Path, width: int | None, height: int | None, stride: int = 1
     decoded or holds no frames. Frames are counted by decoding, never from container metadata.
     """
     path = Path(path)
+    if path.is_dir():
+        raise HuviError(f"{path.name}: is a folder, not a clip; give the video files in it.")
     if not path.is_file():
         raise HuviError(f"{path.name}: file not found.")
     if path.stat().st_size == 0:

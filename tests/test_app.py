@@ -303,5 +303,7 @@ def test_the_dense_tab_makes_labels_and_shows_aligned_pairs(served):
     timeline, version = labels.set_all("demo", picked, "tie", 0)
     assert version == 1 and timeline.count(" · tie<br>") == 2
     assert labels.remove("demo", picked, "") == (gr.skip(), gr.skip())  # confirmation cancelled: kept
+    assert Path(video).is_file()
     labels.remove("demo", picked, picked)
+    assert not Path(video).exists()  # its preview goes with it
     assert labels.pairs("demo") == [] and (ws.categories / "demo" / "clips" / a).is_file()  # the clips stay

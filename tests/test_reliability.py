@@ -195,6 +195,15 @@ def test_check_clips_gives_every_file_one_line_and_no_traceback(corpus, capsys):
     assert "Traceback" not in out + err
 
 
+def test_a_folder_or_a_broken_link_given_as_a_clip_gets_a_sentence(tmp_path, capsys):
+    (tmp_path / "dir.mp4").mkdir()
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(HuviError, match=r"^dir.mp4: is a folder, not a clip; give the video files in it\.$"):
+        workspace_module.check_clip(tmp_path / "dir.mp4", tiny_config().data)
+    assert main(["check", "--clips", str(tmp_path), "--preset", "tiny"]) == EXIT_BAD_INPUT  # a folder: its files
+    assert capsys.readouterr().out.splitlines() == ["error: link.mp4: file not found."]
+
+
 def test_check_of_a_folder_without_category_json_reports_every_file(corpus, tmp_path, capsys):
     folder = tmp_path / "Gitarre-ü"  # not a category: a plain folder, with a non-ASCII name
     shutil.copytree(corpus, folder)

@@ -22,7 +22,7 @@ from huvi.category import label_pair, label_segment, read_pairs, remove_pair
 from huvi.config import DataConfig, load_config
 from huvi.errors import HuviError
 from huvi.jobs import Jobs
-from huvi.pair_view import Segment, clip_fps, pair_data, pair_preview, pair_segments
+from huvi.pair_view import Segment, clip_fps, pair_data, pair_preview, pair_segments, preview_path
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
 from huvi.workspace import PresetChoice, Workspace, list_clips
@@ -174,6 +174,7 @@ class LabelHandlers:
         root = self._root(category)
         pair = self._pair(root, key)
         remove_pair(root, pair.a, pair.b)
+        preview_path(root, pair).unlink(missing_ok=True)  # derived from the pair: goes with it
         gr.Info(f"Removed the pair {pair.name}; its clips stay in the category.")
         return self.pair_dropdown(category), None
 
