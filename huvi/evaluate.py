@@ -122,11 +122,13 @@ def score_pairs(
     timesteps = eval_timesteps(samples, scheduler.config.num_train_timesteps).to(device)
     text = text.to(device).unsqueeze(0)  # (1, tokens, dim)
     reduce = frame_errors if per_segment else per_sample_error
-    with tqdm(total=2 * len(names) * samples, desc="scoring clips", unit="clip", disable=not show_progress) as bar:
-        model = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)  # (n, k) or (n, k, f)
-        with active_adapters(unet, [MOTION]):
-            ref = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)
-    unet.train(was_training)
+    try:  # training goes on after an out-of-memory error here (huvi.trainer): leave the mode as it was
+        with tqdm(total=2 * len(names) * samples, desc="scoring clips", unit="clip", disable=not show_progress) as bar:
+            model = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)  # (n, k) or (n, k, f)
+            with active_adapters(unet, [MOTION]):
+                ref = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)
+    finally:
+        unet.train(was_training)
     if per_segment:
         margin = _segment_margins(model, ref, row, pairs, frames, beta)  # (labelled segments,)
         return PairScores(len(pairs), _accuracy(margin), margin.mean().item(), len(margin))

@@ -15,6 +15,7 @@ learns from the rated clips in both.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -62,6 +64,17 @@ def out_of_memory_advice(preset: str) -> str:
     if smaller := SMALLER_PRESET.get(preset):
         return f"start a new run with the smaller preset {smaller} (--preset {smaller})"
     return "start a new run with fewer data.frames or a smaller data.width and data.height"
+
+
+def _unless_out_of_memory(what: str, advice: str, extra: Callable[[], Any]) -> Any:
+    """Run an optional extra of a training step (held-out scoring, a preview clip); when the GPU
+    runs out of memory in it, skip it with a warning and let training go on: returns None then."""
+    try:
+        return extra()
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        logger.warning("The GPU ran out of memory while %s; it is skipped this time and training goes on (to avoid it, %s).", what, advice)
+        return None
 
 
 @dataclass
@@ -246,7 +259,7 @@ class _Trainer:
                 step += 1
                 row |= {"stage": stage, "step": step, "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)}
                 if self.pairs_val and stage == DPO and (step % self.cfg.dpo.eval_every == 0 or step == scfg.steps):
-                    row |= self._validate()
+                    row |= _unless_out_of_memory("scoring the held-out pairs", "lower dpo.eval_samples", self._validate) or {}
                 if acc.is_main_process:
                     self.run.append_metrics(row)
                     bar.update(1)
@@ -254,7 +267,8 @@ class _Trainer:
                     if step % self.cfg.log_every == 0 or step == 1:
                         logger.info("%s", " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 if self.previewer is not None and step % self.cfg.generate.preview_every == 0:
-                    self.previewer.write(acc.unwrap_model(model), self.run.preview_path(stage, step))
+                    write = functools.partial(self.previewer.write, acc.unwrap_model(model), self.run.preview_path(stage, step))
+                    _unless_out_of_memory("writing a preview clip", "set generate.preview_every to 0", write)
                 if acc.is_main_process and should_stop():
                     acc.set_trigger()
                 if acc.check_trigger():

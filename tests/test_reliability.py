@@ -13,6 +13,7 @@ files from its data and run folders only.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -478,6 +479,38 @@ def test_out_of_memory_stops_with_a_checkpoint_and_a_sentence_then_resumes(categ
     monkeypatch.setattr(trainer_module._Trainer, "_step", real_step)
     assert main([*args, "--resume"]) == 0
     assert [(r["stage"], r["step"]) for r in metric_rows(run)] == [("motion", 1), ("motion", 2)]
+
+
+def test_out_of_memory_in_a_preview_or_held_out_scoring_skips_it_and_training_goes_on(category, tmp_path, monkeypatch, caplog):
+    """The extras of a step are optional: the first preview and the first held-out scoring run out
+    of memory, are skipped with a warning, and the run ends as usual with the model in train mode."""
+    from huvi.previews import Previewer
+
+    failing = {"preview": 1, "validate": 1}
+    real_write, real_validate = Previewer.write, trainer_module._Trainer._validate
+
+    def out_of_memory_once(what: str, real):
+        def call(self, *args):
+            if failing[what]:
+                failing[what] -= 1
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            return real(self, *args)
+
+        return call
+
+    monkeypatch.setattr(Previewer, "write", out_of_memory_once("preview", real_write))
+    monkeypatch.setattr(trainer_module._Trainer, "_validate", out_of_memory_once("validate", real_validate))
+    run = tmp_path / "run"
+    settings = ["motion.steps=1", "dpo.steps=2", "dpo.eval_every=1", "dpo.eval_samples=1", "data.holdout=0.2", "generate.preview_every=1", "generate.steps=2"]
+    with caplog.at_level(logging.WARNING, logger="huvi.trainer"):
+        assert main(["train", "--category", str(category), "--out", str(run), "--preset", PRESET, *[a for s in settings for a in ("--set", s)]]) == 0
+    assert failing == {"preview": 0, "validate": 0}
+    warnings = [r.getMessage() for r in caplog.records if "ran out of memory" in r.getMessage()]
+    assert [w.split(";")[0] for w in warnings] == ["The GPU ran out of memory while writing a preview clip", "The GPU ran out of memory while scoring the held-out pairs"]
+    rows = metric_rows(run)
+    assert [(r["stage"], r["step"], "val_accuracy" in r) for r in rows] == [("motion", 1, False), ("dpo", 1, False), ("dpo", 2, True)]
+    assert sorted(p.name for p in (run / "previews").iterdir()) == ["dpo-000001.mp4", "dpo-000002.mp4"]  # motion's was skipped
+    assert Run(run).adapter_path("dpo").is_file()
 
 
 @pytest.mark.parametrize("preset, advice", [("sd15-24gb", "--preset sd15-16gb"), ("sd15-16gb", "--preset sd15-12gb"), ("sd15-12gb", "fewer data.frames")])
