@@ -16,13 +16,11 @@ Prints one line per kill and per trial, and a summary; exits 1 if any trial diff
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +28,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from huvi.jobs import TrainRequest, resume_argv, train_argv
+from huvi.runs import Run
 from huvi.synthetic import direction_category
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,10 +38,8 @@ SETTINGS = ["motion.steps=4", "dpo.steps=4", "motion.checkpoint_every=1", "dpo.c
 
 
 def train_command(category: Path, out: Path, overrides: list[str], resume: bool) -> list[str]:
-    argv = [sys.executable, "-m", "huvi", "train", "--category", str(category), "--out", str(out)]
-    if resume:
-        return [*argv, "--resume"]
-    return [*argv, "--preset", "tiny", *[a for o in overrides for a in ("--set", o)]]
+    """The command the app runs to start (or resume) this run."""
+    return resume_argv(category, out) if resume else train_argv(TrainRequest(category, out, "tiny", tuple(overrides)))
 
 
 def run(argv: list[str], kill_after: float | None = None) -> tuple[int | None, float]:
@@ -49,20 +47,22 @@ def run(argv: list[str], kill_after: float | None = None) -> tuple[int | None, f
     code, None when killed; seconds it ran)."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        proc.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return None, time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr.read().decode()}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would stall the run
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        try:
+            proc.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None, time.monotonic() - start
+        if proc.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{log.read().decode()}")
     return proc.returncode, time.monotonic() - start
 
 
 def outcome(out: Path) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = Run(out).read_metrics()
     adapters = {p.stem: load_file(str(p)) for p in sorted((out / "adapters").glob("*.safetensors"))}
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows], adapters
 
@@ -105,11 +105,11 @@ def main() -> None:
         kills = rng.randint(1, args.kills)
         for k in range(kills + 1):
             delay = rng.uniform(0.0, wall) if k < kills else None
-            resume = (out / "config.yaml").is_file()
+            resume = Run(out).exists()
             if not resume and out.exists():
                 shutil.rmtree(out)  # killed before config.yaml: nothing to resume, start again
             code, seconds = run(train_command(category, out, overrides, resume), kill_after=delay)
-            rows = len((out / "metrics.jsonl").read_text().splitlines()) if (out / "metrics.jsonl").is_file() else 0
+            rows = len(Run(out).read_metrics())
             what = "killed" if code is None else "finished"
             print(f"  trial {trial}: {'resumed' if resume else 'started'}, {what} after {seconds:.1f} s ({rows} metrics rows on disk)")
             if code is not None:

@@ -74,7 +74,7 @@ class Problem:
     message: str
 
 
-def _valid_score(value) -> bool:
+def valid_score(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
 
 
@@ -196,7 +196,7 @@ def _structure(root: Path) -> _Parsed:
     files = _clip_files(clip_dir)
     scores = parsed.scores
     for name, value in sorted(raw_scores.items()):
-        if not _valid_score(value):
+        if not valid_score(value):
             problems.append(Problem("error", f"{name}: score {value!r} is not a whole number from 1 to 5; rate it again in the app or fix category.json."))
         elif name not in files:
             problems.append(Problem("error", f"{name}: rated in category.json but not found in {clip_dir}; put the file back or remove its rating."))

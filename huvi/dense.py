@@ -31,9 +31,10 @@ from huvi.cache import encode_frames, encode_prompt
 from huvi.category import add_pair, clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
-from huvi.generate import load_run, set_strengths
+from huvi.generate import load_run, run_config, set_strengths
 from huvi.pairs import ExplicitPair
 from huvi.precision import default_device, resolve_precision, weight_dtype
+from huvi.runs import Run
 from huvi.sampling import decode_latents, make_scheduler, sample_latents, sdedit_start
 from huvi.video import write_clip
 
@@ -79,10 +80,9 @@ def make_aligned_pairs(
     `progress(done, total)` is called after each generated clip.
     """
     run_dir, category_dir = Path(run_dir), Path(category_dir)
-    device = default_device()
-    dtype = weight_dtype(resolve_precision("auto"))
-    cfg, unet, present = load_run(run_dir, device, dtype)
-    if MOTION not in present:
+    # Every check before the model loads: a typo costs no model load (nor GPU time).
+    cfg = run_config(run_dir)
+    if not Run(run_dir).adapter_path(MOTION).is_file():
         raise HuviError(f"{run_dir} has no motion adapter yet; train its motion stage first (train --stage motion).")
     eta = cfg.dense.eta if eta is None else eta
     if not 0.0 < eta <= 1.0:
@@ -98,6 +98,8 @@ def make_aligned_pairs(
             if (category_dir / "clips" / out).exists():
                 raise HuviError(f"{out} already exists in {category.name}; choose another --seed.")
 
+    device, dtype = default_device(), weight_dtype(resolve_precision("auto"))
+    _, unet, present = load_run(run_dir, device, dtype)
     set_strengths(unet, {name: 1.0 for name in present})
     encoders = load_encoders(cfg.model)
     encoders.vae.to(device, dtype)

@@ -78,11 +78,17 @@ def _write_png(path: Path, frame: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(frame).save(tmp, format="PNG"))
 
 
-def load_run(run_dir: Path, device: torch.device, dtype: torch.dtype) -> tuple[HuviConfig, torch.nn.Module, list[str]]:
+def run_config(run_dir: Path) -> HuviConfig:
+    """The config a run folder was started with, or a HuviError when it is not a run folder."""
     run = Run(run_dir)
     if not run.exists():
         raise HuviError(f"{run_dir} is not a huvi run folder (no config.yaml); train one with `python -m huvi train`.")
-    cfg = run.read_config()
+    return run.read_config()
+
+
+def load_run(run_dir: Path, device: torch.device, dtype: torch.dtype) -> tuple[HuviConfig, torch.nn.Module, list[str]]:
+    run = Run(run_dir)
+    cfg = run_config(run_dir)
     unet = load_unet(cfg.model)
     present = [name for name in (MOTION, DPO) if run.adapter_path(name).is_file()]
     if not present:

@@ -2,7 +2,9 @@
 side in one video, so they play in sync frame for frame, over a timeline cut into the pair's
 segments that lights up the segment playing and marks the frames training never sees.
 
-    DIR/.huvi/pairs/{a}--{b}.mp4      the preview (derived; rebuilt when either clip changes)
+    DIR/.huvi/pairs/{a}--{b}.{n}x{frames}s{stride}.mp4
+                                      the preview of a pair of n segments over `frames` frames at
+                                      `stride` (derived; rebuilt when either clip changes)
 
 Segments lie where training puts them (`huvi.segments.segment_spans`): the first `data.frames`
 frames at `data.stride`, with `data` the config of the run that made the pair when it was made by
@@ -19,6 +21,7 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from huvi.category import pair_length_problems
 from huvi.config import DataConfig
 from huvi.errors import HuviError
 from huvi.pairs import ExplicitPair
@@ -61,14 +64,10 @@ def pair_data(root: Path, pair: ExplicitPair, default: DataConfig) -> DataConfig
 def pair_segments(pair: ExplicitPair, data: DataConfig) -> list[Segment]:
     """The pair's segments with their source-frame spans and labels; a clip-level pair is one
     segment over the whole training window, labelled with its winner."""
-    labels = list(pair.segments) if pair.segments is not None else [pair.winner]
-    if data.frames % len(labels):
-        raise HuviError(
-            f"Pair {pair.name} has {len(labels)} segment labels, which do not divide the {data.frames} training frames; "
-            "fix its \"segments\" in category.json."
-        )
-    spans = segment_spans(len(labels), data.frames, data.stride)
-    return [Segment(k, start, end, label) for k, ((start, end), label) in enumerate(zip(spans, labels))]
+    if problems := pair_length_problems([pair], {}, data):  # a segment count that does not divide the window
+        raise HuviError(problems[0])
+    spans = segment_spans(len(pair.labels), data.frames, data.stride)
+    return [Segment(k, start, end, label) for k, ((start, end), label) in enumerate(zip(spans, pair.labels))]
 
 
 def clip_fps(path: Path, default: float = 8.0) -> float:
@@ -80,8 +79,20 @@ def clip_fps(path: Path, default: float = 8.0) -> float:
     return fps if fps > 0 else default
 
 
-def preview_path(root: Path, pair: ExplicitPair) -> Path:
-    return Path(root) / PREVIEW_DIR / f"{Path(pair.a).stem}--{Path(pair.b).stem}.mp4"
+def _preview_stem(pair: ExplicitPair) -> str:
+    return f"{Path(pair.a).stem}--{Path(pair.b).stem}"
+
+
+def preview_path(root: Path, pair: ExplicitPair, data: DataConfig) -> Path:
+    """Where the preview of `pair` is kept: named by everything its timeline depends on besides
+    the clips (whose changes the file's age catches), so a stale timeline is never shown."""
+    return Path(root) / PREVIEW_DIR / f"{_preview_stem(pair)}.{len(pair.labels)}x{data.frames}s{data.stride}.mp4"
+
+
+def remove_previews(root: Path, pair: ExplicitPair) -> None:
+    """Delete every preview of `pair` (they are derived from it: they go when it goes)."""
+    for path in (Path(root) / PREVIEW_DIR).glob(f"{_preview_stem(pair)}.*.mp4"):
+        path.unlink(missing_ok=True)
 
 
 def pair_preview(root: Path, pair: ExplicitPair, data: DataConfig, height: int = 256) -> Path:
@@ -89,7 +100,7 @@ def pair_preview(root: Path, pair: ExplicitPair, data: DataConfig, height: int =
     written once and reused while neither clip changes."""
     root = Path(root)
     clips = [root / "clips" / pair.a, root / "clips" / pair.b]
-    out = preview_path(root, pair)
+    out = preview_path(root, pair, data)
     if out.is_file() and all(out.stat().st_mtime_ns > c.stat().st_mtime_ns for c in clips):
         return out
     _, stored_h, stored_w, _ = read_clip(clips[0], None, None, max_frames=1).shape

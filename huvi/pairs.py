@@ -38,6 +38,11 @@ class ExplicitPair:
         return f"{self.a} vs {self.b}"
 
     @property
+    def labels(self) -> tuple[str | None, ...]:
+        """One label per segment; a pair labelled per clip is one segment labelled with its winner."""
+        return self.segments if self.segments is not None else (self.winner,)
+
+    @property
     def labelled(self) -> bool:
         return self.winner is not None or any(label is not None for label in self.segments or ())
 

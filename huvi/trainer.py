@@ -107,7 +107,7 @@ def train(
         cfg = run.read_config()
     category = load_category(category_dir)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
-    if not resume and (run.exists() or run.holds_files()):
+    if not resume and run.holds_files():  # config.yaml included
         raise HuviError(f"{run.root} already holds files; pass --resume to continue that run, or choose a new --out folder.")
     trainer = _Trainer(cfg, category, run, accelerator, show_progress)
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
-from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, read_meta, read_pairs
+from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, read_meta, read_pairs, valid_score
 from huvi.config import PRESET_DIR, DataConfig, ModelConfig
 from huvi.errors import HuviError
 from huvi.io import atomic_write, file_digest, publish_dir, write_json
@@ -188,7 +188,7 @@ def list_clips(root: Path) -> list[ClipEntry]:
     scores = read_meta(root)["scores"]
     paired = {name for pair in read_pairs(root) for name in (pair.a, pair.b)}
     files = sorted(p for p in clip_dir.iterdir() if p.is_file() and not p.name.startswith(".")) if clip_dir.is_dir() else []
-    return [ClipEntry(p.name, p, scores.get(p.name) if _is_score(scores.get(p.name)) else None, p.name in paired) for p in files]
+    return [ClipEntry(p.name, p, scores.get(p.name) if valid_score(scores.get(p.name)) else None, p.name in paired) for p in files]
 
 
 def set_prompt(root: Path, prompt: str) -> None:
@@ -196,14 +196,10 @@ def set_prompt(root: Path, prompt: str) -> None:
     edit_meta(root, lambda meta: meta.update(prompt=prompt))
 
 
-def _is_score(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
-
-
 def _check_score(score) -> int:
     if isinstance(score, float) and score.is_integer():
         score = int(score)
-    if not _is_score(score):
+    if not valid_score(score):
         raise HuviError(f"A rating must be a whole number from 1 to 5, not {score!r}.")
     return score
 

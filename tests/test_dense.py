@@ -287,7 +287,7 @@ def test_pair_preview_plays_both_clips_over_the_segment_timeline(category_copy):
         assert (strips[t, :, head] == PLAYHEAD).all()
 
     video = pair_preview(category_copy, pair, data, height=64)
-    assert video == preview_path(category_copy, pair) and video.parent == category_copy / ".huvi" / "pairs"
+    assert video == preview_path(category_copy, pair, data) and video.parent == category_copy / ".huvi" / "pairs"
     frames = read_clip(video, None, None)
     assert frames.shape == (32, 64 + STRIP, 2 * 64 + GAP, 3)  # the 32x32 clips at 64 px, side by side, timeline below
     left = read_clip(category_copy / "clips" / a, 64, 64)

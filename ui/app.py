@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from huvi.export import FORMATS as EXPORT_FORMATS
+from huvi.video import VIDEO_SUFFIXES
 from ui.handlers import MODE_CHOICES, PAIR_COLUMNS, SERIES_COLORS, SETTING, STAGE_CHOICES, TRAIN_SETTINGS, Handlers
 from ui.labelling import LABEL_CHOICES, LabelHandlers
 
@@ -36,7 +37,6 @@ CSS = """
 """
 
 RATING_CHOICES = [(str(n), n) for n in range(1, 6)]
-CLIP_TYPES = [".mp4", ".webm", ".mov", ".gif"]
 TABS = ("1 · Category", "2 · Rate", "3 · Pairs", "4 · Train", "5 · Generate", "6 · Export", "DenseDPO · segment labels")
 
 
@@ -145,7 +145,7 @@ def category_tab(h: Handlers, version: gr.Number) -> dict:
     summary = gr.Markdown(h.clip_summary(h.default_category()))
     upload = gr.File(
         label="Add clips: drop MP4, WebM, MOV or GIF files here, or click to choose several",
-        file_count="multiple", file_types=CLIP_TYPES, type="filepath", height=140,
+        file_count="multiple", file_types=list(VIDEO_SUFFIXES), type="filepath", height=140,
     )
     report = gr.Markdown()
     with gr.Row():
@@ -387,7 +387,8 @@ def segments_tab(h: LabelHandlers, category: gr.Dropdown) -> dict:
     working_on = gr.Markdown()
     with gr.Accordion("New aligned pairs", open=False):
         with gr.Row(equal_height=True):
-            run = gr.Dropdown(h.runs(), value=(h.runs() or [None])[0], label="Run whose model denoises (motion stage trained)", scale=3, allow_custom_value=True)
+            runs = h.runs()
+            run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run whose model denoises (motion stage trained)", scale=3, allow_custom_value=True)
             clips = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Source clips (none chosen: every rated clip)", scale=4)
         with gr.Row(equal_height=True):
             eta = gr.Slider(0.05, 1.0, value=0.75, step=0.05, label="Noise strength eta (lower keeps more of the source)")
@@ -395,7 +396,7 @@ def segments_tab(h: LabelHandlers, category: gr.Dropdown) -> dict:
             count = gr.Number(0, label="Segments per pair (0: the preset's)", precision=0, minimum=0)
             make = gr.Button("Make aligned pairs", variant="primary")
     with gr.Row(equal_height=True):
-        pair = gr.Dropdown(h.pairs(None), label="Pair", scale=5)
+        pair = gr.Dropdown([], label="Pair", scale=5)  # filled when a category is picked
         refresh = gr.Button("↻ Refresh", scale=0, min_width=100)
     with gr.Row():
         with gr.Column(scale=3):

@@ -9,7 +9,6 @@ changes when pairs are added or removed, its clips do not.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from huvi.category import label_pair, label_segment, read_pairs, remove_pair
 from huvi.config import DataConfig, load_config
 from huvi.errors import HuviError
 from huvi.jobs import Jobs
-from huvi.pair_view import Segment, clip_fps, pair_data, pair_preview, pair_segments, preview_path
+from huvi.pair_view import Segment, clip_fps, pair_data, pair_preview, pair_segments, remove_previews
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
 from huvi.workspace import PresetChoice, Workspace, list_clips
@@ -48,9 +47,8 @@ def pair_key(pair: ExplicitPair) -> str:
 
 
 def pair_title(i: int, pair: ExplicitPair) -> str:
-    labels = list(pair.segments) if pair.segments is not None else [pair.winner]
-    done = sum(label is not None for label in labels)
-    state = "✔" if done == len(labels) else f"{done}/{len(labels)} labelled"
+    done = sum(label is not None for label in pair.labels)
+    state = "✔" if done == len(pair.labels) else f"{done}/{len(pair.labels)} labelled"
     return f"{i}. {pair.a} vs {pair.b} — {state}"
 
 
@@ -132,23 +130,18 @@ class LabelHandlers:
             video = pair_preview(root, pair, data)
         except HuviError as err:
             return None, "", f"✖ {err}"
-        return str(video), self.timeline(category, key), pair_note(pair, data)
+        return str(video), self._timeline(root, pair, data), pair_note(pair, data)
 
-    def timeline(self, category: str | None, key: str | None) -> str:
-        try:
-            root = self._root(category)
-            pair = self._pair(root, key)
-        except HuviError as err:
-            return f"✖ {html.escape(str(err))}"
-        return timeline_html(pair_segments(pair, self._data(root, pair)), clip_fps(root / "clips" / pair.a))
+    def _timeline(self, root: Path, pair: ExplicitPair, data: DataConfig | None = None) -> str:
+        segments = pair_segments(pair, data or self._data(root, pair))
+        return timeline_html(segments, clip_fps(root / "clips" / pair.a))
 
     # labelling ---------------------------------------------------------------------------------
     @user_errors
     def set_label(self, category: str, key: str, index: int, label: str | None):
         root = self._root(category)
         pair = self._pair(root, key)
-        label_segment(root, pair.a, pair.b, index, label)
-        return self.timeline(category, key)
+        return self._timeline(root, label_segment(root, pair.a, pair.b, index, label))
 
     @user_errors
     def api_label(self, category: str, a: str, b: str, segment: int, label: str) -> dict:
@@ -162,10 +155,10 @@ class LabelHandlers:
         root = self._root(category)
         pair = self._pair(root, key)
         if pair.segments is not None:
-            label_pair(root, pair.a, pair.b, segments=[label] * len(pair.segments), winner=pair.winner)
+            pair = label_pair(root, pair.a, pair.b, segments=[label] * len(pair.segments), winner=pair.winner)
         else:
-            label_pair(root, pair.a, pair.b, winner=label)
-        return self.timeline(category, key), version + 1
+            pair = label_pair(root, pair.a, pair.b, winner=label)
+        return self._timeline(root, pair), version + 1
 
     @user_errors
     def remove(self, category: str, key: str, confirmed: str):
@@ -174,7 +167,7 @@ class LabelHandlers:
         root = self._root(category)
         pair = self._pair(root, key)
         remove_pair(root, pair.a, pair.b)
-        preview_path(root, pair).unlink(missing_ok=True)  # derived from the pair: goes with it
+        remove_previews(root, pair)
         gr.Info(f"Removed the pair {pair.name}; its clips stay in the category.")
         return self.pair_dropdown(category), None
 
