@@ -4,7 +4,13 @@
 motion modules checkpointed with the rest);
 `load_encoders` the VAE, CLIP text encoder and tokenizer; `load_scheduler` the DDPM noise schedule.
 Pretrained parts come from the Hub ids or folders in the config through the usual
-`from_pretrained` calls; `model.source: tiny` builds small random ones in code (huvi.tiny).
+`from_pretrained` calls, straight into the asked dtype; `model.source: tiny` builds small random
+ones in code (huvi.tiny).
+
+The video UNet holds the loaded tensors themselves: diffusers' `UNetMotionModel.from_unet2d` lays it
+out on the meta device (no weights) and `load_state_dict(assign=True)` hands it the SD1.5 UNet's
+and the motion adapter's tensors. Building it with weights would first fill a second, random fp32
+UNet of 1.3 B parameters (5 GB, 30 s on a CPU) only to overwrite it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import copy
 from dataclasses import dataclass
 from functools import cache
 
+import torch
 from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -54,29 +61,44 @@ def pretrained(loader, repo: str, **kwargs):
 
 
 def assemble_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter, cfg: ModelConfig) -> UNetMotionModel:
-    """The video UNet of `unet2d` and `adapter`, with huvi's spatial attention and with every
-    motion module following the UNet's gradient checkpointing switch."""
-    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    """The video UNet of `unet2d` and `adapter`, holding their very tensors (in their dtype and on
+    their device; meta in, meta out), with huvi's spatial attention and with every motion module
+    following the UNet's gradient checkpointing switch."""
+    with torch.device("meta"):
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=False)  # the layout only
+    # The UNet's modules keep their names in the video UNet and the adapter's motion modules sit
+    # at the same paths in both, so the two state dicts together are exactly the video UNet's.
+    try:
+        unet.load_state_dict(unet2d.state_dict() | adapter.state_dict(), strict=True, assign=True)
+    except RuntimeError as err:
+        raise HuviError(
+            f"The motion adapter does not fit the UNet as a plain AnimateDiff motion adapter ({str(err).splitlines()[0]}); "
+            "use an AnimateDiff v1.5 motion adapter in diffusers layout."
+        ) from None
     checkpoint_motion_modules(unet)
     set_spatial_attention(unet, cfg.attention, cfg.attention_backend)
     return unet.eval()
 
 
-def load_unet(cfg: ModelConfig) -> UNetMotionModel:
+def load_unet(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> UNetMotionModel:
+    """The video UNet with its weights in `dtype`, on the CPU."""
     if cfg.source == "tiny":
         # The random motion modules keep their random proj_out (not zeroed to an identity): they
         # stand in for pretrained ones, and a zero proj_out would block every gradient to the
         # temporal attention LoRA (proj_in/proj_out are called with input=..., so peft cannot wrap them).
-        return assemble_unet(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"), cfg)
-    return assemble_unet(pretrained(UNet2DConditionModel, cfg.base, subfolder="unet"), pretrained(MotionAdapter, cfg.motion_adapter), cfg)
+        return assemble_unet(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"), cfg).to(dtype)
+    unet2d = pretrained(UNet2DConditionModel, cfg.base, subfolder="unet", torch_dtype=dtype)
+    adapter = pretrained(MotionAdapter, cfg.motion_adapter, torch_dtype=dtype)
+    return assemble_unet(unet2d, adapter, cfg)
 
 
-def load_encoders(cfg: ModelConfig) -> Encoders:
+def load_encoders(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Encoders:
+    """The VAE and text encoder with their weights in `dtype` (on the CPU), and the tokenizer."""
     if cfg.source == "tiny":
-        return Encoders(_tiny_copy("vae"), _tiny_copy("text_encoder"), _tiny()["tokenizer"])
+        return Encoders(_tiny_copy("vae").to(dtype), _tiny_copy("text_encoder").to(dtype), _tiny()["tokenizer"])
     return Encoders(
-        vae=pretrained(AutoencoderKL, cfg.base, subfolder="vae").eval(),
-        text_encoder=pretrained(CLIPTextModel, cfg.base, subfolder="text_encoder").eval(),
+        vae=pretrained(AutoencoderKL, cfg.base, subfolder="vae", torch_dtype=dtype).eval(),
+        text_encoder=pretrained(CLIPTextModel, cfg.base, subfolder="text_encoder", dtype=dtype).eval(),  # transformers names it dtype
         tokenizer=pretrained(CLIPTokenizer, cfg.base, subfolder="tokenizer"),
     )
 

@@ -89,11 +89,13 @@ def _load(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
 
 @torch.no_grad()
 def encode_frames(vae, frames, device: torch.device) -> torch.Tensor:
-    """(f, h, w, 3) uint8 -> (c, f, h/s, w/s) latents: the posterior mean times the VAE's scaling_factor."""
+    """(f, h, w, 3) uint8 -> (c, f, h/s, w/s) fp32 latents: the posterior mean times the VAE's scaling_factor.
+
+    The pixels enter the VAE in its own dtype (a half-precision VAE refuses fp32 input)."""
     frames = np.require(frames, requirements="W")  # torch.from_numpy wants a writable array
     pixels = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (f, 3, h, w) in [-1, 1]
-    chunks = [vae.encode(chunk).latent_dist.mean for chunk in pixels.split(ENCODE_BATCH)]
-    latents = torch.cat(chunks) * vae.config.scaling_factor  # (f, c, h', w')
+    chunks = [vae.encode(chunk.to(vae.dtype)).latent_dist.mean for chunk in pixels.split(ENCODE_BATCH)]
+    latents = torch.cat(chunks).float() * vae.config.scaling_factor  # (f, c, h', w')
     return latents.permute(1, 0, 2, 3).contiguous().cpu()  # (c, f, h', w')
 
 

@@ -1,4 +1,4 @@
-"""`python -m huvi {train,evaluate,check,generate,export,metrics,dense-pairs,bench}`: the command line over the library.
+"""`python -m huvi {train,evaluate,check,generate,export,metrics,dense-pairs,bench,make-test-weights}`: the command line over the library.
 
 Bad input ends with one sentence on stderr and exit code 2; a clean stop (Ctrl-C, SIGTERM)
 checkpoints and exits 130.
@@ -7,11 +7,14 @@ checkpoints and exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,16 +40,27 @@ def setup_logging(verbose: bool) -> None:
     transformers_logging.set_verbosity_error()
 
 
-def default_preset() -> str:
-    import torch
+@contextlib.contextmanager
+def gpu_lock_for(out: Path) -> Iterator[None]:
+    """The app's GPU lock (huvi.gpu_lock, in $HUVI_RUNS), held while this run trains, so a run from a
+    shell and one from the app never share the GPU. Not taken again by a job the app launched (the
+    app holds it for the job) nor by the other processes of an `accelerate launch`."""
+    from huvi.gpu_lock import GpuLock, held_by_parent, pid_alive
+    from huvi.workspace import Workspace
 
-    return "sd15-24gb" if torch.cuda.is_available() else "tiny"
+    if held_by_parent() or os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
+    lock = GpuLock(Workspace.from_env().runs, pid_alive)
+    with lock.take(f"training {Path(out).name} from a shell, pid {os.getpid()}"):
+        yield
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from huvi.config import load_config
+    from huvi.precision import default_preset
     from huvi.trainer import train
 
     stages = ("motion", "dpo") if args.stage == "both" else (args.stage,)
@@ -72,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with logging_redirect_tqdm():
+        with gpu_lock_for(args.out), logging_redirect_tqdm():
             result = train(cfg, args.category, args.out, stages=stages, resume=args.resume, should_stop=lambda: stop["requested"])
     finally:
         for s, handler in previous.items():
@@ -107,6 +121,7 @@ def cmd_dense_pairs(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from huvi.category import check_category
     from huvi.config import load_config
+    from huvi.precision import default_preset
 
     cfg = load_config(args.preset or default_preset())
     if args.clips:
@@ -201,10 +216,22 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from huvi.bench import run
+    from huvi.bench import BenchRequest, run
 
     if args.steps < 1 or args.warmup < 0:
         raise HuviError("--steps must be at least 1 and --warmup 0 or more.")
+    request = BenchRequest(
+        presets=[args.preset] if args.preset else [],
+        all_presets=args.all_presets,
+        stage=args.stage,
+        steps=args.steps,
+        warmup=args.warmup,
+        naive=args.naive,
+        estimate=args.estimate,
+        load=args.load,
+        overrides=list(args.set or []),
+        peak_tflops=args.peak_tflops,
+    )
     out = args.json_out.open("w", encoding="utf-8") if args.json_out else None
 
     def emit(row: dict) -> None:
@@ -215,10 +242,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             out.flush()
 
     try:
-        run(args, emit)
+        run(request, emit)
     finally:
         if out is not None:
             out.close()
+    return 0
+
+
+def cmd_make_test_weights(args: argparse.Namespace) -> int:
+    from huvi.full_size import write_test_weights
+
+    weights = write_test_weights(args.dir, seed=args.seed, force=args.force)
+    print(json.dumps({"base": str(weights.base), "motion_adapter": str(weights.motion_adapter), "set": weights.overrides}))
     return 0
 
 
@@ -293,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", type=int, help="segments per pair (default: data.frames / dense.segment_frames)")
     p.set_defaults(func=cmd_dense_pairs)
 
-    p = sub.add_parser("bench", help="memory, speed and MFU of training steps (also `python -m huvi.bench`); one JSON line each")
+    p = sub.add_parser("bench", help="memory, speed and MFU of training steps, or load time and host memory (--load); one JSON line each")
     p.add_argument("--preset", help="preset name or YAML path (default: sd15-24gb with a GPU, tiny without)")
     p.add_argument("--all-presets", action="store_true", help="every preset in presets/")
     p.add_argument("--stage", choices=("motion", "dpo", "both"), default="both")
@@ -301,11 +336,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (kernel selection, allocator, optimizer state)")
     p.add_argument("--naive", action="store_true", help="also run the published-code baseline and print naive/huvi ratios")
     p.add_argument("--estimate", action="store_true", help="print meta-device memory and FLOP estimates instead of running steps")
+    p.add_argument(
+        "--load", action="store_true",
+        help="load the preset's weights (Hub ids or folders, as train does) and run its first step: load seconds and peak host memory",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for `huvi train` (repeatable)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for a GPU not in the built-in table")
     p.add_argument("--json-out", type=Path, help="also write the JSON lines to this file")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "make-test-weights",
+        help="write full-size SD1.5 and AnimateDiff folders with random weights (diffusers layout, ~6 GB) for offline checks",
+        description="Writes DIR/stable-diffusion-v1-5 and DIR/animatediff-motion-adapter-v1-5-2 with full-size random "
+        "weights from huvi/configs/ (tokenizer built offline), so the real loading code runs without a download. "
+        "Point a preset at them with the printed --set values. A complete folder is reused.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--force", action="store_true", help="write them again even when DIR already holds them")
+    p.set_defaults(func=cmd_make_test_weights)
     return parser
 
 

@@ -22,20 +22,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from huvi.adapters import MOTION
-from huvi.backbone import load_encoders, load_scheduler
 from huvi.batches import derived_seed
-from huvi.cache import encode_frames, encode_prompt
 from huvi.category import add_pair, clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
-from huvi.generate import load_run, run_config, set_strengths
+from huvi.generate import RunModel, run_config
+from huvi.model_cache import ModelCache
 from huvi.pairs import ExplicitPair
-from huvi.precision import default_device, resolve_precision, weight_dtype
 from huvi.runs import Run
-from huvi.sampling import decode_latents, make_scheduler, sample_latents, sdedit_start
+from huvi.sampling import make_scheduler, sdedit_start
 from huvi.video import write_clip
 
 logger = logging.getLogger(__name__)
@@ -71,13 +68,15 @@ def make_aligned_pairs(
     segments: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     show_progress: bool = True,
+    models: ModelCache | None = None,
 ) -> list[ExplicitPair]:
     """Make one aligned pair per source clip (default: every rated clip) with the run's model,
     write its clips into the category and record it, unlabelled, in category.json.
 
     eta: SDEdit strength (None: the run's dense.eta); seed: decides both clips' noise (two derived
     seeds per source); segments: the pair's segment count (None: from dense.segment_frames).
-    `progress(done, total)` is called after each generated clip.
+    `progress(done, total)` is called after each generated clip. `models`: where the app keeps
+    a loaded model between requests; without it the run's model is loaded for this call.
     """
     run_dir, category_dir = Path(run_dir), Path(category_dir)
     # Every check before the model loads: a typo costs no model load (nor GPU time).
@@ -98,32 +97,25 @@ def make_aligned_pairs(
             if (category_dir / "clips" / out).exists():
                 raise HuviError(f"{out} already exists in {category.name}; choose another --seed.")
 
-    device, dtype = default_device(), weight_dtype(resolve_precision("auto"))
-    _, unet, present = load_run(run_dir, device, dtype)
-    set_strengths(unet, {name: 1.0 for name in present})
-    encoders = load_encoders(cfg.model)
-    encoders.vae.to(device, dtype)
-    encoders.text_encoder.to(device, dtype)
-    text = encode_prompt(encoders, category.prompt, device).to(device, dtype)  # (tokens, dim)
-    uncond = encode_prompt(encoders, cfg.generate.negative_prompt, device).to(device, dtype)
-    encoders.text_encoder.to("cpu")
+    model = models.get(run_dir) if models is not None else RunModel(run_dir)
+    text = model.encode_prompt(category.prompt)  # (tokens, dim)
+    uncond = model.encode_prompt(cfg.generate.negative_prompt)
     gen_cfg, data = cfg.generate, cfg.data
-    scheduler = make_scheduler(gen_cfg.scheduler, load_scheduler(cfg.model))
+    scheduler = make_scheduler(gen_cfg.scheduler, model.train_scheduler)
     scheduler.set_timesteps(gen_cfg.steps)
     start_timestep = int(scheduler.timesteps[sdedit_start(gen_cfg.steps, eta, scheduler.order)])
 
     made = []
     for i, name in enumerate(sources):
         frames = clip_frames(known[name].path, data)[: data.frames]  # (f, H, W, 3)
-        latents = encode_frames(encoders.vae, frames, device).to(device, dtype)  # (c, f, h, w)
+        latents = model.encode_frames(frames)  # (c, f, h, w)
         seeds = [derived_seed(seed, name, side) for side in ("a", "b")]
         names = aligned_names(name, seed)
         for k, (out, noise_seed) in enumerate(zip(names, seeds)):
-            result = sample_latents(
-                unet, scheduler, latents[:, 0], text, uncond, data.frames, gen_cfg.steps, gen_cfg.guidance,
-                torch.Generator("cpu").manual_seed(noise_seed), show_progress=show_progress, init=latents[None], strength=eta,
-            )
-            generated = decode_latents(encoders.vae, result)  # (f, H, W, 3)
+            generated = model.sample(
+                dict.fromkeys(model.present, 1.0), latents[:, 0], text, uncond, noise_seed,
+                show_progress=show_progress, init=latents[None], strength=eta,
+            )  # (f, H, W, 3)
             write_clip(category_dir / "clips" / out, np.repeat(generated, data.stride, axis=0), gen_cfg.fps * data.stride)
             if progress is not None:
                 progress(2 * i + k + 1, 2 * len(sources))

@@ -152,13 +152,11 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     dtype = weight_dtype(resolve_precision(cfg.precision))
     latents = cache_category(category, cfg, lambda: load_encoders(cfg.model), device, show_progress)
     check_pair_lengths(category, {name: clip.latents.shape[1] for name, clip in latents.clips.items()}, cfg.data)
-    unet = load_unet(cfg.model)
+    unet = load_unet(cfg.model, dtype)
     for name in (MOTION, DPO):
         load_adapter(unet, run.adapter_path(name), name)
     set_active(unet, [MOTION, DPO], trainable=None)
-    unet.to(device)
-    if dtype != torch.float32:
-        unet.to(dtype=dtype)
+    unet.to(device, dtype)
     if mode == "dense":
         pairs = segment_pairs(category.pairs, cfg.data.frames, cfg.seed)
     else:

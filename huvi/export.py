@@ -47,7 +47,7 @@ from safetensors.torch import load_file
 
 import huvi
 from huvi.adapters import DPO, MOTION, read_adapter_config
-from huvi.config import AdapterConfig, HuviConfig
+from huvi.config import AdapterConfig, HuviConfig, ModelConfig
 from huvi.errors import HuviError
 from huvi.io import write_safetensors, write_text
 from huvi.modelcard import render_card
@@ -307,13 +307,32 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)  # 32.0 -> "32", 0.5 -> "0.5"
 
 
+_HF_CACHE_REPO = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)")
+
+
+def hub_id(source: str, field: str) -> tuple[str, str]:
+    """(Hub id, local folder or "") of a model.base or model.motion_adapter setting, for cards and
+    metadata, which must name a Hub id. A Hub id is itself; a folder of the Hugging Face cache
+    (`.../models--OWNER--NAME/snapshots/...`) names its repository; any other folder cannot say
+    which Hub model it holds, so the architecture's own Hub id (the setting's default) stands for
+    it, and the folder is named beside it."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return source, ""
+    folder = str(path.resolve())
+    match = next((m for part in path.resolve().parts if (m := _HF_CACHE_REPO.fullmatch(part))), None)
+    if match:
+        return f"{match['owner']}/{match['name']}", folder
+    return getattr(ModelConfig(), field), folder
+
+
 def _metadata(run: RunInfo, fmt: str, names: list[str], lora: Lora, out: Path) -> dict[str, str]:
     cfg, adapters = run.cfg, [run.adapters[n] for n in names]
     merged = len(adapters) > 1
     baked = merged or fmt == "comfy-motion"
     tiny = cfg.model.source == "tiny"
-    base = "huvi tiny random SD1.5-style UNet (huvi.tiny)" if tiny else cfg.model.base
-    motion_adapter = "huvi tiny random motion adapter (huvi.tiny)" if tiny else cfg.model.motion_adapter
+    base, base_folder = ("huvi tiny random SD1.5-style UNet (huvi.tiny)", "") if tiny else hub_id(cfg.model.base, "base")
+    motion_adapter, motion_folder = ("huvi tiny random motion adapter (huvi.tiny)", "") if tiny else hub_id(cfg.model.motion_adapter, "motion_adapter")
     what = " + ".join(names)
     description = (
         f"huvi {what} LoRA for AnimateDiff (SD1.5 UNet + motion adapter {motion_adapter}), {fmt} layout"
@@ -340,7 +359,9 @@ def _metadata(run: RunInfo, fmt: str, names: list[str], lora: Lora, out: Path) -
         "huvi.category": run.category,
         "huvi.prompt": run.prompt,
         "huvi.base_model": base,
+        "huvi.base_model_folder": base_folder,
         "huvi.motion_adapter": motion_adapter,
+        "huvi.motion_adapter_folder": motion_folder,
         "huvi.model_source": cfg.model.source,
         "huvi.preset": cfg.preset,
         "huvi.attention": cfg.model.attention,

@@ -1,7 +1,10 @@
 """Generate a clip with a trained run: first frame (image or DPO-SDXL), then first-frame-conditioned
 video sampling with the run's `motion` and `dpo` adapters at chosen strengths.
 
-`generate()` is what `python -m huvi generate`, the app's Generate tab and the tests call.
+`RunModel` is a run's video model loaded once, in the run's precision: UNet with its adapters, VAE,
+text encoder and scheduler. `generate()` (the CLI, the tests) loads one for a single clip; the app
+keeps one between Generate clicks (huvi.model_cache). DenseDPO's aligned pairs (huvi.dense) sample
+with it too.
 
     OUT.mp4 (or .gif)      the clip with the adapters at the asked strengths
     OUT.first.png          the first frame it was conditioned on
@@ -21,7 +24,7 @@ import torch
 from PIL import Image
 
 from huvi.adapters import DPO, MOTION, load_adapter
-from huvi.backbone import load_encoders, load_scheduler, load_unet
+from huvi.backbone import Encoders, load_encoders, load_scheduler, load_unet
 from huvi.cache import encode_frames, encode_prompt
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
@@ -78,6 +81,13 @@ def _write_png(path: Path, frame: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(frame).save(tmp, format="PNG"))
 
 
+def check_out(out: Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in (".mp4", ".gif"):
+        raise HuviError(f"--out must end in .mp4 or .gif, not {out.name}.")
+    return out
+
+
 def run_config(run_dir: Path) -> HuviConfig:
     """The config a run folder was started with, or a HuviError when it is not a run folder."""
     run = Run(run_dir)
@@ -86,21 +96,128 @@ def run_config(run_dir: Path) -> HuviConfig:
     return run.read_config()
 
 
-def load_run(run_dir: Path, device: torch.device, dtype: torch.dtype) -> tuple[HuviConfig, torch.nn.Module, list[str]]:
+def trained_adapters(run_dir: Path) -> list[str]:
+    """The adapters a run has written (motion, dpo), or a HuviError when it has none yet."""
     run = Run(run_dir)
-    cfg = run_config(run_dir)
-    unet = load_unet(cfg.model)
     present = [name for name in (MOTION, DPO) if run.adapter_path(name).is_file()]
     if not present:
         raise HuviError(f"{run_dir} has no trained adapters yet; let training finish (or resume it) first.")
-    for name in present:
-        load_adapter(unet, run.adapter_path(name), name)
-    return cfg, unet.to(device, dtype).eval(), present  # eval: no LoRA dropout while sampling
+    return present
 
 
 def set_strengths(unet: torch.nn.Module, strengths: dict[str, float]) -> None:
     """Activate the adapters in `strengths`, each scaled by its strength (1 = as trained)."""
     unet.set_adapters(list(strengths), list(strengths.values()))
+
+
+class RunModel:
+    """A run's video model, loaded once for sampling in the run's precision (`precision: auto`:
+    bf16 or fp16 on a GPU, fp32 on a CPU): the UNet with its trained adapters, the VAE and text
+    encoder (which wait on the CPU between uses), and the training noise schedule."""
+
+    def __init__(self, run_dir: Path, device: torch.device | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.cfg = run_config(self.run_dir)
+        self.present = trained_adapters(self.run_dir)
+        self.device = device or default_device()
+        self.precision = resolve_precision(self.cfg.precision)
+        self.dtype = weight_dtype(self.precision)
+        run = Run(self.run_dir)
+        self.unet = load_unet(self.cfg.model, self.dtype)
+        for name in self.present:
+            load_adapter(self.unet, run.adapter_path(name), name)
+        self.unet.to(self.device, self.dtype).eval()  # eval: no LoRA dropout while sampling
+        self.encoders: Encoders = load_encoders(self.cfg.model, self.dtype)
+        self.train_scheduler = load_scheduler(self.cfg.model)
+        logger.info("loaded %s for sampling (%s, %s precision, adapters %s)", self.run_dir.name, self.device, self.precision, "+".join(self.present))
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """(tokens, dim) embeddings in the model's dtype, on its device; the text encoder visits the device."""
+        encoder = self.encoders.text_encoder.to(self.device)
+        try:
+            return encode_prompt(self.encoders, prompt, self.device).to(self.device, self.dtype)
+        finally:
+            encoder.to("cpu")
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """(f, H, W, 3) uint8 -> (c, f, h, w) latents in the model's dtype, on its device."""
+        vae = self.encoders.vae.to(self.device)
+        try:
+            return encode_frames(vae, frames, self.device).to(self.device, self.dtype)
+        finally:
+            vae.to("cpu")
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(1, c, f, h, w) latents -> (f, H, W, 3) uint8 frames."""
+        vae = self.encoders.vae.to(self.device)
+        try:
+            return decode_latents(vae, latents)
+        finally:
+            vae.to("cpu")
+
+    def sample(
+        self,
+        strengths: dict[str, float],
+        first: torch.Tensor,
+        text: torch.Tensor,
+        uncond: torch.Tensor,
+        seed: int,
+        steps: int | None = None,
+        guidance: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        show_progress: bool = True,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
+    ) -> np.ndarray:
+        """One clip with the adapters at `strengths`, frame 0 held at `first` (c, h, w): (f, H, W, 3)
+        uint8. `init` and `strength` make it SDEdit from a clip (see huvi.sampling.sample_latents)."""
+        gen_cfg = self.cfg.generate
+        set_strengths(self.unet, {name: value for name, value in strengths.items() if name in self.present})
+        latents = sample_latents(
+            self.unet, make_scheduler(gen_cfg.scheduler, self.train_scheduler), first, text, uncond, self.cfg.data.frames,
+            steps or gen_cfg.steps, gen_cfg.guidance if guidance is None else guidance,
+            torch.Generator("cpu").manual_seed(seed), progress, show_progress, init=init, strength=strength,
+        )
+        return self.decode(latents)
+
+    def generate(
+        self,
+        request: GenerateRequest,
+        out: Path,
+        progress: Callable[[int, int], None] | None = None,
+        show_progress: bool = True,
+    ) -> GenerateResult:
+        out = check_out(out)
+        if DPO not in self.present and (request.compare or request.dpo_scale != 0):
+            if request.compare:
+                raise HuviError(f"{self.run_dir} has no DPO adapter yet, so there is nothing to compare; train the dpo stage first.")
+            logger.warning("%s has no DPO adapter yet: generating with the motion adapter only.", self.run_dir)
+        gen_cfg, data = self.cfg.generate, self.cfg.data
+        if request.first_frame is not None:
+            first = load_image(request.first_frame, data.width, data.height)
+        else:
+            first = dpo_sdxl_frame(self.cfg, request.prompt, request.seed, self.device, self.dtype)
+        first_latent = self.encode_frames(first[None])[:, 0]  # (c, h, w)
+        text, uncond = self.encode_prompt(request.prompt), self.encode_prompt(gen_cfg.negative_prompt)
+        steps = request.steps or gen_cfg.steps
+        guidance = request.guidance if request.guidance is not None else gen_cfg.guidance
+
+        def run_with(dpo: float) -> np.ndarray:
+            strengths = {MOTION: request.motion_scale, DPO: dpo}
+            return self.sample(strengths, first_latent, text, uncond, request.seed, steps, guidance, progress, show_progress)
+
+        frames = run_with(request.dpo_scale)
+        write_clip(out, frames, gen_cfg.fps)
+        result = GenerateResult(video=out, first_frame=sibling(out, "first", ".png"))
+        _write_png(result.first_frame, first)
+        if request.compare:
+            without = run_with(0.0)
+            result.without_dpo = sibling(out, "nodpo")
+            result.compare = sibling(out, "compare")
+            write_clip(result.without_dpo, without, gen_cfg.fps)
+            write_clip(result.compare, side_by_side(without, frames), gen_cfg.fps)
+        logger.info("wrote %s (%d frames, seed %d, %d steps, guidance %.1f, %s)", out, len(frames), request.seed, steps, guidance, self.precision)
+        return result
 
 
 def generate(
@@ -110,54 +227,5 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
     show_progress: bool = True,
 ) -> GenerateResult:
-    out = Path(out)
-    if out.suffix.lower() not in (".mp4", ".gif"):
-        raise HuviError(f"--out must end in .mp4 or .gif, not {out.name}.")
-    device = default_device()
-    dtype = weight_dtype(resolve_precision("auto"))
-    cfg, unet, present = load_run(Path(run_dir), device, dtype)
-    if DPO not in present and (request.compare or request.dpo_scale != 0):
-        if request.compare:
-            raise HuviError(f"{run_dir} has no DPO adapter yet, so there is nothing to compare; train the dpo stage first.")
-        logger.warning("%s has no DPO adapter yet: generating with the motion adapter only.", run_dir)
-    gen_cfg, data = cfg.generate, cfg.data
-
-    if request.first_frame is not None:
-        first = load_image(request.first_frame, data.width, data.height)
-    else:
-        first = dpo_sdxl_frame(cfg, request.prompt, request.seed, device, dtype)
-    encoders = load_encoders(cfg.model)
-    encoders.vae.to(device, dtype)
-    encoders.text_encoder.to(device, dtype)
-    first_latent = encode_frames(encoders.vae, first[None], device)[:, 0].to(device, dtype)  # (c, h, w)
-    text = encode_prompt(encoders, request.prompt, device).to(device, dtype)  # (tokens, dim)
-    uncond = encode_prompt(encoders, gen_cfg.negative_prompt, device).to(device, dtype)
-    encoders.text_encoder.to("cpu")
-
-    scheduler = make_scheduler(gen_cfg.scheduler, load_scheduler(cfg.model))
-    steps = request.steps or gen_cfg.steps
-    guidance = request.guidance if request.guidance is not None else gen_cfg.guidance
-
-    def run_with(strengths: dict[str, float]) -> np.ndarray:
-        set_strengths(unet, strengths)
-        latents = sample_latents(
-            unet, scheduler, first_latent, text, uncond, data.frames, steps, guidance,
-            torch.Generator("cpu").manual_seed(request.seed), progress, show_progress,
-        )
-        return decode_latents(encoders.vae, latents)  # (f, H, W, 3)
-
-    strengths = {MOTION: request.motion_scale} if MOTION in present else {}
-    with_dpo = strengths | ({DPO: request.dpo_scale} if DPO in present else {})
-    frames = run_with(with_dpo)
-    write_clip(out, frames, gen_cfg.fps)
-    result = GenerateResult(video=out, first_frame=sibling(out, "first", ".png"))
-    _write_png(result.first_frame, first)
-    if request.compare:
-        without = run_with(strengths | {DPO: 0.0})
-        result.without_dpo = sibling(out, "nodpo")
-        result.compare = sibling(out, "compare")
-        write_clip(result.without_dpo, without, gen_cfg.fps)
-        write_clip(result.compare, side_by_side(without, frames), gen_cfg.fps)
-    logger.info("wrote %s (%d frames, seed %d, %d steps, guidance %.1f)", out, len(frames), request.seed, steps, guidance)
-    return result
-
+    """Load the run's model and generate one clip (and, with `request.compare`, its no-DPO twin)."""
+    return RunModel(run_dir).generate(request, check_out(out), progress, show_progress)

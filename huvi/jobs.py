@@ -16,8 +16,8 @@ back from the run folder, so a page reload, a second browser or a restarted app 
     interrupted   it ended otherwise (killed, crashed, machine restarted); resume from the newest checkpoint
 
 Stop sends SIGTERM to the process group; the CLI finishes the step, writes a checkpoint and exits
-130. Resume runs `train --out RUN --resume`. One training job runs at a time per runs folder:
-RUNS/.gpu.lock names the holder, and a lock whose holder is gone is taken over.
+130. Resume runs `train --out RUN --resume`. One GPU job runs at a time: the app holds the GPU
+lock (huvi.gpu_lock, RUNS/.gpu.lock) for each job it launches, which a `train` from a shell takes too.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from pathlib import Path
 from huvi.category import load_category
 from huvi.config import load_config
 from huvi.errors import HuviError
-from huvi.io import file_lock, write_json
+from huvi.gpu_lock import HELD_BY_PARENT, GpuLock, pid_alive
+from huvi.io import write_json
+from huvi.model_cache import ModelCache
 from huvi.runs import JOB_FILE, JOB_FILES, JOB_LOG, STAGES, Run
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = ".gpu.lock"
-GUARD_FILE = ".gpu.lock.guard"  # flock'ed while the lock is read and taken
 PACKAGE_ROOT = Path(__file__).parent.parent  # `python -m huvi` there runs this very package
 RECENT_SECONDS = 120  # a run without job.json whose metrics changed this recently counts as running elsewhere
 
@@ -152,8 +152,10 @@ class Jobs:
     def __init__(self, runs: Path, python: str = sys.executable) -> None:
         self.runs = Path(runs)
         self.python = python
+        self.models = ModelCache()  # the app's loaded video model between Generate clicks, freed before a job trains
         self._procs: dict[int, subprocess.Popen] = {}  # children of this process, polled to reap them
         self._mutex = threading.Lock()
+        self.gpu = GpuLock(self.runs, self._holder_alive)
 
     # launching --------------------------------------------------------------------------------
     def start(self, request: TrainRequest) -> JobStatus:
@@ -189,11 +191,12 @@ class Jobs:
         return self._launch(run, argv, {"category": category, "preset": cfg.preset, "stages": stages, "totals": totals, "resumed": True})
 
     def _launch(self, run: Path, argv: list[str], record: dict) -> JobStatus:
-        with self._mutex, self._gpu_lock(run) as set_holder:
+        with self._mutex, self.gpu.take(f"training {run.name}", run, keep=True) as set_holder:
+            self.models.release()  # the job needs the GPU's memory
             run.mkdir(parents=True, exist_ok=True)
             for name in JOB_FILES:
                 (run / name).unlink(missing_ok=True)
-            env = os.environ | {"PYTHONUNBUFFERED": "1"}
+            env = os.environ | {"PYTHONUNBUFFERED": "1", HELD_BY_PARENT: "1"}  # the job runs under this lock
             with open(run / JOB_LOG, "wb") as log:
                 proc = subprocess.Popen(
                     argv, cwd=PACKAGE_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -227,54 +230,17 @@ class Jobs:
 
     # the GPU lock -----------------------------------------------------------------------------
     def holder(self) -> str | None:
-        """What holds the GPU lock now ("training <run>" or "generating"), or None."""
-        lock = self._read_lock()
-        return lock["what"] if lock and self._lock_alive(lock) else None
+        """What holds the GPU lock now ("training <run>", "generating ...", a run from a shell), or None."""
+        return self.gpu.holder()
 
     @contextmanager
     def hold(self, what: str) -> Iterator[None]:
         """Hold the GPU lock in this process while the block runs (e.g. while generating)."""
-        with self._gpu_lock(None, what):
+        with self.gpu.take(what):
             yield
 
-    @contextmanager
-    def _gpu_lock(self, run: Path | None, what: str | None = None) -> Iterator:
-        """Take RUNS/.gpu.lock for `run` (or this process); the holder's pid is set by the caller.
-
-        Reading the lock and taking it is one step under RUNS/.gpu.lock.guard, so two apps (or a
-        stale lock taken over by two at once) can never both start a job."""
-        self.runs.mkdir(parents=True, exist_ok=True)
-        path = self.runs / LOCK_FILE
-        record = {"pid": os.getpid(), "run": str(run.resolve()) if run else None, "what": what or f"training {run.name}"}
-        with file_lock(self.runs / GUARD_FILE):
-            lock = self._read_lock()
-            if lock and self._lock_alive(lock):
-                raise HuviError(f"The GPU is busy ({lock['what']}); one job runs at a time, so stop it or wait for it to finish.")
-            write_json(path, record)  # replaces a lock whose holder is gone
-
-        def set_holder(pid: int) -> None:
-            write_json(path, record | {"pid": pid})
-
-        try:
-            yield set_holder
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        if run is None:
-            path.unlink(missing_ok=True)  # an in-process holder releases at the end; a job's lock goes stale when it ends
-
-    def _read_lock(self) -> dict | None:
-        try:
-            return json.loads((self.runs / LOCK_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    def _lock_alive(self, lock: dict) -> bool:
-        if lock.get("pid") == os.getpid():
-            return True  # held by this process: generating, or launching a job (its pid replaces ours)
-        if lock.get("run"):
-            return self._alive(lock["pid"], Path(lock["run"]))
-        return _pid_alive(lock["pid"], None)
+    def _holder_alive(self, pid: int, run: Path | None) -> bool:
+        return self._alive(pid, run) if run is not None else pid_alive(pid, None)
 
     # status -----------------------------------------------------------------------------------
     def _alive(self, pid: int, run: Path) -> bool:
@@ -284,14 +250,12 @@ class Jobs:
                 return True
             self._procs.pop(pid, None)  # status may be asked from several threads at once
             return False
-        return _pid_alive(pid, run)
+        return pid_alive(pid, run)
 
     def active(self) -> Path | None:
-        """The run being trained now, if any."""
-        lock = self._read_lock()
-        if lock and lock.get("run") and self._lock_alive(lock):
-            return Path(lock["run"])
-        return None
+        """The run the app is training now, if any."""
+        lock = self.gpu.live()
+        return Path(lock["run"]) if lock and lock.get("run") else None
 
     def status(self, run: Path) -> JobStatus:
         run = Path(run)
@@ -366,23 +330,3 @@ def _failure(run: Path) -> str | None:
     if any(line.startswith("Traceback (most recent call last)") for line in lines):
         return f"The training process crashed with {lines[-1]!r} (a bug; the traceback is in {Path(run).name}/{JOB_LOG})."
     return None
-
-
-def _pid_alive(pid: int, run: Path | None) -> bool:
-    """Whether `pid` runs (not a zombie) and, given `run`, is a huvi process training that folder."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():
-        return True  # no /proc: trust the signal check
-    try:
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    if not cmdline:
-        return False  # a zombie
-    return run is None or ("huvi" in cmdline and str(Path(run).resolve()) in cmdline)

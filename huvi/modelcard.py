@@ -18,12 +18,18 @@ def _front_matter(meta: dict[str, str]) -> str:
     return "\n".join(lines + ["---"])
 
 
+def _with_folder(meta: dict[str, str], key: str) -> str:
+    """The Hub id, and the local folder the run loaded instead when it used one."""
+    folder = meta.get(f"huvi.{key}_folder", "")
+    return f"{meta[f'huvi.{key}']} (trained from the local folder `{folder}`)" if folder else meta[f"huvi.{key}"]
+
+
 def _training(meta: dict[str, str]) -> str:
     rows = [
         ("Category", meta["huvi.category"] or "(not recorded by this run)"),
         ("Prompt", meta["huvi.prompt"] or "(not recorded by this run)"),
-        ("Base model", meta["huvi.base_model"]),
-        ("Motion adapter", meta["huvi.motion_adapter"]),
+        ("Base model", _with_folder(meta, "base_model")),
+        ("Motion adapter", _with_folder(meta, "motion_adapter")),
         ("Video size", f"{meta['modelspec.resolution']}, {meta['huvi.frames']} frames"),
         ("Spatial self-attention", meta["huvi.attention"]),
         ("Motion LoRA", f"rank {meta['huvi.motion.rank']}, alpha {meta['huvi.motion.alpha']}, {meta['huvi.motion.steps']} steps"),

@@ -171,20 +171,38 @@ class Run:
 
 
 def optimizer_to_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state_dict into safetensors-ready tensors and a JSON-ready rest."""
+    """Split an optimizer state_dict into safetensors-ready tensors and a JSON-ready rest.
+
+    Per-parameter state may nest: bitsandbytes' 8-bit AdamW keeps its quantized moments, maps and
+    scales under `__bnb_optimizer_quant_state__`. Every tensor, at any depth, is stored under its
+    dotted path ("0.exp_avg", "0.__bnb_optimizer_quant_state__.state1"), every other value under
+    the same path in `scalars`.
+    """
     tensors, scalars = {}, {}
-    for pid, entries in state_dict["state"].items():
-        for key, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value
+
+    def walk(node: dict, path: str) -> None:
+        for key, value in node.items():
+            if "." in str(key):
+                raise ValueError(f"optimizer state key {key!r} contains a dot")
+            flat = f"{path}.{key}" if path else str(key)
+            if isinstance(value, dict):
+                walk(value, flat)
+            elif torch.is_tensor(value):
+                tensors[flat] = value
             else:
-                scalars[f"{pid}.{key}"] = value
+                scalars[flat] = value
+
+    walk(state_dict["state"], "")
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
 def optimizer_from_tensors(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    """The optimizer state_dict that `optimizer_to_tensors` split: parameter ids back to ints, nesting restored."""
     state: dict[int, dict] = {}
     for flat, value in list(tensors.items()) + list(rest["scalars"].items()):
-        pid, key = flat.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
+        pid, *keys = flat.split(".")
+        node = state.setdefault(int(pid), {})
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
     return {"state": state, "param_groups": rest["param_groups"]}

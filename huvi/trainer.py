@@ -43,7 +43,7 @@ from huvi.evaluate import score_pairs
 from huvi.losses import DpoTerms, diffusion_dpo_loss, segment_dpo_loss
 from huvi.optim import make_lr_schedule, make_optimizer
 from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs, split_pairs
-from huvi.precision import resolve_precision, weight_dtype
+from huvi.precision import make_accelerator, weight_dtype
 from huvi.previews import Previewer
 from huvi.runs import (
     STAGES,
@@ -106,7 +106,7 @@ def train(
             raise HuviError(f"{run.root} holds no config.yaml, so there is nothing to resume; give the folder of a started run, or start again without --resume.")
         cfg = run.read_config()
     category = load_category(category_dir)
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg.precision)
     if not resume and run.holds_files():  # config.yaml included
         raise HuviError(f"{run.root} already holds files; pass --resume to continue that run, or choose a new --out folder.")
     trainer = _Trainer(cfg, category, run, accelerator, show_progress)
@@ -155,13 +155,11 @@ class _Trainer:
         rated = CategoryLatents(self.latents.prompt_embeds, {name: self.latents.clips[name] for name in self.category.scores})
         if cfg.generate.preview_every and self.accelerator.is_main_process:
             self.previewer = Previewer(cfg, rated, self.category.scores, self.scheduler, self.device)
-        self.unet = load_unet(cfg.model)
+        self.unet = load_unet(cfg.model, self.weight_dtype)  # frozen base in the weight dtype; adapters are added in fp32
         if cfg.model.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.requires_grad_(False)
         self.unet.to(self.device)
-        if self.weight_dtype != torch.float32:
-            self.unet.to(dtype=self.weight_dtype)  # frozen base in half precision; adapters stay fp32
 
     def _form_pairs(self) -> None:
         cfg, explicit = self.cfg, self.category.pairs

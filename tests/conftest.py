@@ -23,6 +23,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 _SESSION_CACHE = tempfile.mkdtemp(prefix="huvi-test-cache-")
 os.environ["HUVI_CACHE"] = _SESSION_CACHE  # per-session latent cache, removed at the end
+# `python -m huvi train` takes the app's GPU lock in $HUVI_RUNS: a folder of the session's, not ./runs.
+os.environ["HUVI_RUNS"] = os.path.join(_SESSION_CACHE, "runs")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -82,8 +84,8 @@ def trained_run(category, tmp_path_factory) -> TrainedRun:
     adapters: dict = {}
     real_load_unet, real_add_adapter = trainer_module.load_unet, trainer_module.add_adapter
 
-    def load_unet(model_cfg):
-        unet = real_load_unet(model_cfg)
+    def load_unet(model_cfg, *args):
+        unet = real_load_unet(model_cfg, *args)
         unets.append((unet, {k: v.detach().clone() for k, v in unet.state_dict().items()}))
         return unet
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from huvi.config import HuviConfig, load_config
+from huvi.config import HuviConfig, load_config, read_preset
 from huvi.synthetic import moving_square
 from huvi.video import write_clip
 
@@ -22,6 +22,30 @@ DPO_STEPS = 3
 def tiny_config(motion_steps: int = MOTION_STEPS, dpo_steps: int = DPO_STEPS) -> HuviConfig:
     """The tiny preset with short stages."""
     return load_config("tiny", {"motion": {"steps": motion_steps}, "dpo": {"steps": dpo_steps}})
+
+
+# The GPU presets; tests/test_real_path.py runs each of them at the tiny preset's size.
+GPU_PRESETS = ("sd15-12gb", "sd15-16gb", "sd15-24gb")
+
+
+def at_tiny_size(motion_steps: int = 2, dpo_steps: int = 3) -> list[str]:
+    """`--set` overrides that run a GPU preset on the CPU at the tiny preset's size: the tiny
+    model, its clip size and frame count, a few steps with a checkpoint after each, two sampling
+    steps, and bf16 (what `precision: auto` picks on a GPU; fp32 on a CPU). Everything else stays
+    the preset's own: 8-bit AdamW, gradient checkpointing, sparse-causal attention, adapter targets,
+    ranks and dropout, learning rates and beta."""
+    tiny = read_preset("tiny")
+    return [
+        "model.source=tiny",
+        *(f"data.{key}={value}" for key, value in tiny["data"].items()),
+        f"motion.steps={motion_steps}",
+        f"dpo.steps={dpo_steps}",
+        "motion.checkpoint_every=1",
+        "dpo.checkpoint_every=1",
+        "generate.steps=2",
+        "generate.first_frame.steps=2",
+        "precision=bf16",
+    ]
 
 
 def distinct_score_pairs(scores: dict[str, int]) -> set[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""`python -m huvi.bench` on the CPU: the tiny preset's lines, the full-size shapes, the naive baseline.
+"""`python -m huvi bench` on the CPU: the tiny preset's lines, the full-size shapes, the naive baseline.
 
 No timing is asserted: the figures only have to be there and well formed.
 """
@@ -12,9 +12,12 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from huvi import bench
+from huvi import full_size
 from huvi.backbone import load_unet
+from huvi.bench.measure import peak_tflops
+from huvi.bench.step import build_setup
 from huvi.checkpointing import CheckpointedMotionModule
+from huvi.cli import main
 from huvi.config import ModelConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +47,7 @@ def storages(module: torch.nn.Module) -> set[int]:
 
 
 def run_bench(args: list[str], capsys) -> list[dict]:
-    assert bench.main(args) == 0
+    assert main(["bench", *args]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
@@ -82,9 +85,9 @@ def test_estimate_lines_show_what_checkpointing_saves(capsys):
 def test_full_size_architectures_have_the_published_parameter_counts():
     """SD1.5 UNet 859.5M, with the v1-5-2 motion modules 1312.7M (REFERENCE §4); shapes only, no memory."""
     with torch.device("meta"):
-        unet2d = UNet2DConditionModel.from_config(bench.read_architecture(bench.SD15_UNET))
-    unet = bench.full_size_unet(ModelConfig(), "meta")
-    vae, text_encoder = bench.full_size_encoders("meta")
+        unet2d = UNet2DConditionModel.from_config(full_size.read_architecture(full_size.SD15_UNET))
+    unet = full_size.full_size_unet(ModelConfig(), "meta")
+    vae, text_encoder = full_size.full_size_encoders("meta")
     assert parameters(unet2d) == 859_520_964
     assert parameters(unet) == 1_312_730_244
     assert parameters(vae) == 83_653_863
@@ -95,8 +98,8 @@ def test_full_size_architectures_have_the_published_parameter_counts():
 def test_naive_reference_is_a_deep_copy_and_huvis_is_the_same_unet():
     cfg = load_config("tiny")
     cpu = torch.device("cpu")
-    huvi = bench.build_setup(cfg, "dpo", False, cpu, torch.float32)
-    naive = bench.build_setup(cfg, "dpo", True, cpu, torch.float32)
+    huvi = build_setup(cfg, "dpo", False, cpu, torch.float32)
+    naive = build_setup(cfg, "dpo", True, cpu, torch.float32)
     assert huvi.reference is huvi.unet
     assert naive.reference is not naive.unet
     assert not storages(naive.reference) & storages(naive.unet)
@@ -127,15 +130,15 @@ def test_motion_modules_follow_gradient_checkpointing(checkpointing):
 
 
 def test_peak_tflops_picks_the_most_specific_name():
-    assert bench.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
-    assert bench.peak_tflops("NVIDIA H100 PCIe") == 756.5
-    assert bench.peak_tflops("NVIDIA L40S") == 362.1
-    assert bench.peak_tflops("NVIDIA L4") == 121.0
-    assert bench.peak_tflops("NVIDIA GeForce RTX 4090") == 165.2
-    assert bench.peak_tflops("Some Future GPU") is None
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.5
+    assert peak_tflops("NVIDIA L40S") == 362.1
+    assert peak_tflops("NVIDIA L4") == 121.0
+    assert peak_tflops("NVIDIA GeForce RTX 4090") == 165.2
+    assert peak_tflops("Some Future GPU") is None
 
 
 def test_architecture_configs_ship_with_the_package():
     assert '[tool.setuptools.package-data]\nhuvi = ["configs/*.json"]' in (ROOT / "pyproject.toml").read_text()
-    names = {bench.SD15_UNET, bench.SD15_VAE, bench.SD15_TEXT_ENCODER, bench.MOTION_ADAPTER}
-    assert {p.stem for p in bench.CONFIG_DIR.glob("*.json")} == names
+    names = {full_size.SD15_UNET, full_size.SD15_VAE, full_size.SD15_TEXT_ENCODER, full_size.MOTION_ADAPTER}
+    assert {p.stem for p in full_size.CONFIG_DIR.glob("*.json")} == names

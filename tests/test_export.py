@@ -376,3 +376,26 @@ def test_the_card_of_a_pretrained_run_loads_the_hub_models(exports):
     assert 'MotionAdapter.from_pretrained("guoyww/animatediff-motion-adapter-v1-5-2"' in card
     assert 'AnimateDiffPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5"' in card
     assert 'set_spatial_attention(pipe.unet, "sparse_causal")' in card  # the run's attention, for the same outputs
+
+
+def test_the_card_names_the_hub_id_and_the_local_folder_it_was_trained_from(trained_run, tmp_path):
+    """A run on local folders: `base_model:` must still be a Hub id (a path is not one); the folder is
+    named beside it. A folder of the Hugging Face cache names its repository."""
+    cache = tmp_path / "hub" / "models--someone--sd15-finetune" / "snapshots" / "0123abcd"
+    plain = tmp_path / "my-models" / "animatediff"
+    for folder in (cache, plain):
+        folder.mkdir(parents=True)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.root, run)
+    cfg = Run(run).read_config()
+    cfg.model.source, cfg.model.base, cfg.model.motion_adapter = "pretrained", str(cache), str(plain)
+    Run(run).write_config(cfg)
+
+    result = export_run(run, "diffusers", tmp_path / "out" / "x.safetensors")
+    card = result.card.read_text()
+    assert result.metadata["huvi.base_model"] == "someone/sd15-finetune" and result.metadata["huvi.base_model_folder"] == str(cache)
+    assert result.metadata["huvi.motion_adapter"] == "guoyww/animatediff-motion-adapter-v1-5-2"  # the architecture's Hub id
+    assert result.metadata["huvi.motion_adapter_folder"] == str(plain)
+    assert "base_model: someone/sd15-finetune\n" in card and str(tmp_path) not in card.split("---")[1]  # front matter: Hub ids only
+    assert f"someone/sd15-finetune (trained from the local folder `{cache}`)" in card
+    assert f"guoyww/animatediff-motion-adapter-v1-5-2 (trained from the local folder `{plain}`)" in card

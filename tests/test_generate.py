@@ -4,6 +4,7 @@ and the quality figures of `metrics`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import imageio.v3 as iio
@@ -174,6 +175,38 @@ def test_generate_refusals_are_one_sentence(trained_run, tmp_path, capsys):
     with pytest.raises(HuviError, match="prompt"):
         GenerateRequest("  ")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_the_loaded_model_is_kept_between_requests_until_the_run_changes(trained_run, tmp_path, monkeypatch):
+    """The app's Generate tab: a second clip from the same run reuses the loaded model (no second
+    load); new adapters (a resumed run) or a release (training takes the GPU) load it anew."""
+    import huvi.generate as generate_module
+    from huvi.model_cache import ModelCache
+
+    loads = []
+
+    class CountingRunModel(generate_module.RunModel):
+        def __init__(self, *args, **kwargs):
+            loads.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "RunModel", CountingRunModel)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.root, run)
+    models = ModelCache()
+    first = models.get(run)
+    image = tmp_path / "first.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    first.generate(GenerateRequest("a square", first_frame=image), tmp_path / "a.mp4", show_progress=False)
+    assert models.get(run) is first and len(loads) == 1
+
+    dpo = Run(run).adapter_path(DPO)
+    dpo.write_bytes(dpo.read_bytes())  # rewritten, as a resumed run rewrites its adapters
+    os.utime(dpo, ns=(dpo.stat().st_atime_ns, dpo.stat().st_mtime_ns + 1_000_000))
+    second = models.get(run)
+    assert second is not first and len(loads) == 2
+    models.release()
+    assert models.get(run) is not second and len(loads) == 3
 
 
 def test_previews_are_written_and_change_nothing_else(trained_run, category, tmp_path):

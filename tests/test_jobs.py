@@ -19,7 +19,8 @@ import pytest
 from helpers import BAD_CASES, metric_rows, wait_for
 
 from huvi.errors import HuviError
-from huvi.jobs import JOB_FILE, JOB_LOG, LOCK_FILE, Jobs, TrainRequest, display_command, progress, read_job, train_argv
+from huvi.gpu_lock import LOCK_FILE
+from huvi.jobs import JOB_FILE, JOB_LOG, Jobs, TrainRequest, display_command, progress, read_job, train_argv
 from huvi.runs import Run
 
 
@@ -170,6 +171,30 @@ def test_the_gpu_lock_refuses_a_second_job_and_is_taken_over_when_stale(jobs, ca
         assert jobs.holder() == "generating"
 
 
+def test_a_train_from_a_shell_takes_the_apps_gpu_lock(jobs, category, tmp_path, monkeypatch, capsys):
+    """`python -m huvi train` and the app share one GPU: each refuses while the other holds it,
+    with a sentence naming the holder; a job the app launched does not take the lock twice."""
+    from huvi.cli import gpu_lock_for, main
+
+    monkeypatch.setenv("HUVI_RUNS", str(jobs.runs))
+    with jobs.hold("generating a video with demo-1"):
+        code = main(["train", "--category", str(category), "--out", str(tmp_path / "shell"), "--preset", "tiny", "--steps", "1"])
+    assert code == 2 and not (tmp_path / "shell").exists()
+    assert capsys.readouterr().err.strip() == (
+        "error: The GPU is busy (generating a video with demo-1); one job runs at a time, so stop it or wait for it to finish."
+    )
+
+    with gpu_lock_for(tmp_path / "shell"):  # what cmd_train holds while it trains
+        assert jobs.holder() == f"training shell from a shell, pid {os.getpid()}"
+        with pytest.raises(HuviError, match=rf"The GPU is busy \(training shell from a shell, pid {os.getpid()}\)"):
+            jobs.start(request(category, tmp_path / "runs" / "app-run"))
+    assert jobs.holder() is None and not (jobs.runs / LOCK_FILE).exists()
+
+    monkeypatch.setenv("HUVI_GPU_LOCK_HELD", "1")  # set by Jobs for its children: the app holds the lock for them
+    with jobs.hold("training app-run"), gpu_lock_for(tmp_path / "app-run"):
+        assert jobs.holder() == "training app-run"
+
+
 def test_train_argv_is_the_cli_command(category, tmp_path):
     req = TrainRequest(category, tmp_path / "run", "tiny", ("motion.steps=3", "dpo.beta=2500"), ("motion",))
     argv = train_argv(req, python="python")
@@ -181,9 +206,11 @@ def test_train_argv_is_the_cli_command(category, tmp_path):
 
 
 # real jobs ---------------------------------------------------------------------------------------
-def test_start_stop_resume_finish(jobs, category, tmp_path):
+def test_start_stop_resume_finish(jobs, category, trained_run, tmp_path):
     run = tmp_path / "runs" / "demo"
+    jobs.models.get(trained_run.root)  # a model the Generate tab loaded: a job that trains needs its memory
     status = jobs.start(request(category, run, "motion.steps=5", "dpo.steps=3"))
+    assert jobs.models.loaded is None
     assert status.state == "starting" and status.can_stop
     job = read_job(run)
     assert job["command"].startswith("python -m huvi train --category ") and "--set motion.steps=5 --set dpo.steps=3" in job["command"]

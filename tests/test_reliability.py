@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 import torch
 from helpers import BAD_CASES, folder_snapshot, metric_rows, tiny_config, truncate, wait_for, without_timing
@@ -427,12 +428,44 @@ def test_a_crash_while_the_last_adapter_is_written_resumes_to_the_same_result(tr
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
-def test_files_written_atomically_get_the_mode_a_plain_write_gives(tmp_path):
-    """mkstemp makes its files private (0600); a category.json or an export must not end up so."""
-    write_json(tmp_path / "category.json", {})
-    (tmp_path / "plain.json").write_text("{}")
-    modes = {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("category.json", "plain.json")}
-    assert len(modes) == 1, modes  # (0644 under the usual umask 022, not 0600)
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_files_written_atomically_get_the_mode_a_plain_write_gives(tmp_path, umask):
+    """mkstemp makes its files private (0600) and safetensors' save_file writes a private file of its
+    own; a category.json, an adapter, an export or a clip must get the mode the umask gives."""
+    from huvi.io import write_safetensors
+    from huvi.video import write_clip
+
+    before = os.umask(umask)
+    try:
+        write_json(tmp_path / "category.json", {})
+        write_safetensors(tmp_path / "adapter.safetensors", {"w": torch.zeros(2)})
+        write_clip(tmp_path / "clip.mp4", np.zeros((2, 16, 16, 3), np.uint8), 8)
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(before)
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("category.json", "adapter.safetensors", "clip.mp4", "plain.json")}
+    assert set(modes.values()) == {0o666 & ~umask}, {k: oct(v) for k, v in modes.items()}
+
+
+def test_renames_are_followed_by_an_fsync_of_the_folder(tmp_path, monkeypatch):
+    """A power cut after a rename must not lose it: the folder holding the new name is fsynced."""
+    from huvi.runs import Run
+
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISDIR(info.st_mode)))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json(tmp_path / "a" / "state.json", {})
+    assert (str(tmp_path / "a"), True) in synced
+    synced.clear()
+    Run(tmp_path / "run").save_checkpoint("motion", 1, {"adapter": {"w": torch.zeros(1)}}, {"step": 1}, keep=2)
+    folders = [path for path, is_dir in synced if is_dir]
+    assert str(tmp_path / "run" / "checkpoints") in folders  # the checkpoint folder's rename into place
 
 
 def test_a_partial_latent_cache_entry_is_rebuilt(category, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -41,7 +42,7 @@ from huvi.dpo import pair_errors
 from huvi.errors import HuviError
 from huvi.evaluate import evaluate_run, score_pairs
 from huvi.pairs import form_pairs
-from huvi.runs import Run
+from huvi.runs import Run, optimizer_from_tensors, optimizer_to_tensors
 from huvi.trainer import train
 
 
@@ -280,6 +281,39 @@ def stop_after(run_dir, stage: str, step: int):
         return bool(rows) and (rows[-1]["stage"], rows[-1]["step"]) == (stage, step)
 
     return should_stop
+
+
+def test_checkpoints_hold_the_8bit_optimizer_state(trained_run):
+    """The tiny preset steps with bitsandbytes' 8-bit AdamW, as the GPU presets do. Its quantized
+    moments, nested under __bnb_optimizer_quant_state__, are in the checkpoint (the GPU presets
+    once crashed writing them) and come back as the optimizer gave them."""
+    import bitsandbytes as bnb
+
+    motion = next(ref for ref in Run(trained_run.root).list_checkpoints() if ref.stage == "motion")
+    tensors, state = Run.load_checkpoint(motion)
+    stored = tensors["optimizer"]
+    quantized = [k for k, v in stored.items() if k.endswith("__bnb_optimizer_quant_state__.state1") and v.dtype == torch.uint8]
+    assert quantized and any(k.endswith(".absmax1") for k in stored)
+    restored = optimizer_from_tensors(stored, state["optimizer"])
+    pid = int(quantized[0].split(".")[0])
+    assert restored["state"][pid]["__bnb_optimizer_quant_state__"]["state1"].dtype == torch.uint8
+
+    # a real optimizer's state survives the split and the join, shared quantization maps included
+    params = [torch.nn.Parameter(torch.randn(64, 128)), torch.nn.Parameter(torch.randn(16))]
+    optimizer = bnb.optim.AdamW8bit(params, lr=1e-3)
+    for _ in range(2):
+        sum(p.sum() for p in params).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    before = optimizer.state_dict()
+    flat, rest = optimizer_to_tensors(before)
+    again = optimizer_from_tensors(flat, json.loads(json.dumps(rest)))  # state.json holds the rest
+    fresh = bnb.optim.AdamW8bit(params, lr=1e-3)
+    fresh.load_state_dict(again)
+    after = fresh.state_dict()
+    for pid, entry in before["state"].items():
+        for key, value in entry["__bnb_optimizer_quant_state__"].items():
+            assert torch.equal(after["state"][pid]["__bnb_optimizer_quant_state__"][key], value), (pid, key)
 
 
 @pytest.mark.parametrize(

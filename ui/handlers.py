@@ -96,10 +96,8 @@ def gpu_task(fn):
 
 
 @gpu_task
-def _generate_on_gpu(run_dir: Path, request, out: Path, progress):
-    from huvi.generate import generate
-
-    return generate(run_dir, request, out, progress=progress)
+def _generate_on_gpu(models, run_dir: Path, request, out: Path, progress):
+    return models.get(run_dir).generate(request, out, progress=progress, show_progress=False)
 
 
 def _config_value(cfg, dotted: str):
@@ -576,7 +574,7 @@ class Handlers:
             progress((step, total), desc="denoising", unit="steps")
 
         with self.jobs.hold(f"generating a video with {run_dir.name}"):
-            result = _generate_on_gpu(run_dir, request, out, report)
+            result = _generate_on_gpu(self.jobs.models, run_dir, request, out, report)
         compare_path = getattr(result, "compare", None)
         return (
             str(result.video),

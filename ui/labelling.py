@@ -36,10 +36,10 @@ LABEL_COLORS = {"a": "#4f46e5", "b": "#d97706", "tie": "#6b7280", None: "transpa
 
 
 @gpu_task
-def _aligned_pairs_on_gpu(run_dir: Path, category: Path, clips, eta: float, seed: int, segments, progress):
+def _aligned_pairs_on_gpu(models, run_dir: Path, category: Path, clips, eta: float, seed: int, segments, progress):
     from huvi.dense import make_aligned_pairs
 
-    return make_aligned_pairs(run_dir, category, clips or None, eta, seed, segments, progress=progress, show_progress=False)
+    return make_aligned_pairs(run_dir, category, clips or None, eta, seed, segments, progress=progress, show_progress=False, models=models)
 
 
 def pair_key(pair: ExplicitPair) -> str:
@@ -177,7 +177,7 @@ class LabelHandlers:
             raise HuviError("Pick a trained run first: its model denoises the clips (train at least its motion stage).")
         run_dir = self.ws.run_dir(run)
         with self.jobs.hold(f"making aligned pairs with {run_dir.name}"):
-            return _aligned_pairs_on_gpu(run_dir, root, list(clips or []), float(eta), int(seed or 0), int(segments or 0) or None, report)
+            return _aligned_pairs_on_gpu(self.jobs.models, run_dir, root, list(clips or []), float(eta), int(seed or 0), int(segments or 0) or None, report)
 
     @user_errors
     def make_pairs(self, category: str, run: str, clips: list[str] | None, eta: float, seed, segments, progress=gr.Progress()):  # noqa: B008 (how Gradio hands a handler its progress bar)
