@@ -46,7 +46,7 @@ MOTION_ADAPTER = "animatediff_motion_adapter_v1_5_2"  # guoyww/animatediff-motio
 
 # stable-diffusion-v1-5 scheduler/scheduler_config.json: PNDM over the training schedule; huvi
 # reads it as the DDPM schedule it trains on (huvi.backbone.load_scheduler).
-SD15_PNDM = {k: v for k, v in SD15_SCHEDULER.items() if k != "prediction_type"} | dict(skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+SD15_PNDM = {k: v for k, v in SD15_SCHEDULER.items() if k != "clip_sample"} | {"skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False}
 
 BASE_FOLDER = "stable-diffusion-v1-5"
 MOTION_FOLDER = "animatediff-motion-adapter-v1-5-2"

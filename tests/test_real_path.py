@@ -102,7 +102,7 @@ def test_sigkill_and_resume_of_a_gpu_preset_is_bit_exact(real_run, tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not Run(run).adapter_path("dpo").exists()
-    resumed = subprocess.run([*train_cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*train_cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert without_timing(metric_rows(run)) == without_timing(metric_rows(real_run.root))
     for stage in ("motion", "dpo"):
@@ -125,18 +125,18 @@ def test_evaluate_generate_and_dense_pairs_in_the_runs_bf16(real_run, category_c
         assert result.video.is_file() and result.first_frame.is_file()
     assert with_image.compare.is_file()
 
-    pairs = make_aligned_pairs(real_run.root, category_copy, clips=[sorted(os.listdir(category_copy / "clips"))[0]], seed=5, show_progress=False)
+    pairs = make_aligned_pairs(real_run.root, category_copy, clips=[min(os.listdir(category_copy / "clips"))], seed=5, show_progress=False)
     assert len(pairs) == 1 and all((category_copy / "clips" / name).is_file() for name in (pairs[0].a, pairs[0].b))
 
 
 def test_fp16_trains_and_generates_on_the_cpu(category, tmp_path):
     """fp16 as a GPU without bf16 runs it (the CPU has the fp16 kernels; accelerate has no loss
     scaler on a CPU, so that part of the fp16 path is a GPU's alone)."""
-    cfg = load_config(PRESET, [*at_tiny_size(motion_steps=1, dpo_steps=1), "precision=fp16"])
+    cfg = load_config(PRESET, [*at_tiny_size(motion_steps=1), "precision=fp16"])
     root = tmp_path / "run"
-    train(cfg, category, root, show_progress=False)
+    train(cfg, category, root, stages=["motion"], show_progress=False)
     rows = metric_rows(root)
-    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    assert len(rows) == 1 and math.isfinite(rows[0]["loss"])
     model = RunModel(root)
     assert model.dtype == torch.float16
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "first.png")
