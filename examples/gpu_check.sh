@@ -98,7 +98,7 @@ import json, subprocess, sys, time
 backend, run, out = sys.argv[1:]
 start = time.perf_counter()
 proc = subprocess.run([sys.executable, "-m", "huvi", "generate", "--run", run, "--prompt", "a square sliding across the frame",
-                       "--first-frame", f"{out}/first.png", "--out", f"{out}/sample-{backend}.mp4"], stderr=sys.stderr)
+                       "--first-frame", f"{out}/first.png", "--out", f"{out}/sample-{backend}.mp4"], stdout=subprocess.DEVNULL, stderr=sys.stderr)
 print(json.dumps({"backend": backend, "exit": proc.returncode, "seconds_with_loading": round(time.perf_counter() - start, 2)}))
 sys.exit(proc.returncode)
 PYTHON

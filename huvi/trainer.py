@@ -236,7 +236,7 @@ class _Trainer:
         model.train()
         logger.info(
             "stage %s: %d steps from step %d, %.2fM trainable parameters, %s precision",
-            stage, scfg.steps, step, sum(p.numel() for p in params) / 1e6, acc.mixed_precision,
+            stage, scfg.steps, step, sum(p.numel() for p in params) / 1e6, "fp32" if acc.mixed_precision == "no" else acc.mixed_precision,
         )
         bar = tqdm(total=scfg.steps, initial=step, desc=stage, unit="step", disable=not (self.show_progress and acc.is_main_process))
         row: dict = {}

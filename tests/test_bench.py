@@ -5,6 +5,7 @@ No timing is asserted: the figures only have to be there and well formed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -46,6 +47,13 @@ def storages(module: torch.nn.Module) -> set[int]:
     return {p.untyped_storage().data_ptr() for p in module.parameters()}
 
 
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_bench(args: list[str], capsys) -> list[dict]:
     assert main(["bench", *args]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -65,6 +73,8 @@ def test_tiny_bench_runs_both_stages_and_the_naive_baseline(tmp_path, capsys):
         assert row["flops_per_step"] == row["hardware_flops_per_step"] > 0  # the tiny preset does not checkpoint
         assert row["gpu_peak_allocated_gib"] is None and row["mfu"] is None  # GPU figures are null on a CPU
         assert row["params_trainable"] > 0
+    table = _example("bench_table").render(rows)  # the Markdown rows examples/gpu_check.sh prints for docs/BENCHMARKS.md
+    assert table.startswith(f"Device: {rows[0]['device']}") and table.count("\n| tiny | ") == 4 and "| dpo | naive |" in table
     huvi_dpo, naive_dpo = rows[2], rows[3]
     assert naive_dpo["optimizer"] == "AdamW"
     assert naive_dpo["flops_per_step"] > huvi_dpo["flops_per_step"]  # it also runs the VAE and text encoder
