@@ -42,9 +42,10 @@ def _tiny() -> dict:
     return tiny.build_components()
 
 
-def _tiny_copy(name: str):
-    """A fresh copy of one tiny component, so callers may train or move it freely."""
-    return copy.deepcopy(_tiny()[name])
+def _tiny_copy(name: str, dtype: torch.dtype = torch.float32):
+    """A fresh copy of one tiny component in `dtype`, so callers may train or move it freely."""
+    component = copy.deepcopy(_tiny()[name])
+    return component if dtype == torch.float32 else component.to(dtype)  # built in fp32; diffusers warns on any dtype cast
 
 
 def pretrained(loader, repo: str, **kwargs):
@@ -86,7 +87,7 @@ def load_unet(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> UNetMotio
         # The random motion modules keep their random proj_out (not zeroed to an identity): they
         # stand in for pretrained ones, and a zero proj_out would block every gradient to the
         # temporal attention LoRA (proj_in/proj_out are called with input=..., so peft cannot wrap them).
-        return assemble_unet(_tiny_copy("unet2d"), _tiny_copy("motion_adapter"), cfg).to(dtype)
+        return assemble_unet(_tiny_copy("unet2d", dtype), _tiny_copy("motion_adapter", dtype), cfg)
     unet2d = pretrained(UNet2DConditionModel, cfg.base, subfolder="unet", torch_dtype=dtype)
     adapter = pretrained(MotionAdapter, cfg.motion_adapter, torch_dtype=dtype)
     return assemble_unet(unet2d, adapter, cfg)
@@ -95,7 +96,7 @@ def load_unet(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> UNetMotio
 def load_encoders(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Encoders:
     """The VAE and text encoder with their weights in `dtype` (on the CPU), and the tokenizer."""
     if cfg.source == "tiny":
-        return Encoders(_tiny_copy("vae").to(dtype), _tiny_copy("text_encoder").to(dtype), _tiny()["tokenizer"])
+        return Encoders(_tiny_copy("vae", dtype), _tiny_copy("text_encoder", dtype), _tiny()["tokenizer"])
     return Encoders(
         vae=pretrained(AutoencoderKL, cfg.base, subfolder="vae", torch_dtype=dtype).eval(),
         text_encoder=pretrained(CLIPTextModel, cfg.base, subfolder="text_encoder", dtype=dtype).eval(),  # transformers names it dtype

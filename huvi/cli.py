@@ -39,10 +39,6 @@ def setup_logging(verbose: bool) -> None:
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()  # "Loading weights" bars of every from_pretrained
-    # bitsandbytes (imported for 8-bit AdamW) tries to load optional CPU kernels from the Hub at import
-    # and warns when it cannot, on every run; huvi needs none of them.
-    for name in ("bitsandbytes", "kernels"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -133,6 +133,9 @@ class DpoStageConfig(StageConfig):
     # clip: pairs from the ratings (plus explicit pairs with a "winner"), one loss term per pair;
     # dense: the category's explicit pairs labelled per segment, one term per labelled segment (DenseDPO).
     mode: Literal["clip", "dense"] = "clip"
+    # A supervised pull on the winner beside the DPO loss: sft_weight * (beta / 2) * (e_w - ref_w), so
+    # 1 pulls the winner's denoising error down as hard as DPO's strongest pull (huvi.losses.winner_anchor).
+    sft_weight: float = 0.0
     eval_every: int = 50  # steps between held-out pair accuracy checks (only when data.holdout > 0)
     eval_samples: int = 8  # noise/timestep draws per pair when scoring held-out pairs
     adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(rank=16, alpha=32.0, dropout=0.1))
@@ -141,6 +144,7 @@ class DpoStageConfig(StageConfig):
         super().__post_init__()
         _check(self.beta > 0, f"dpo.beta must be positive, not {self.beta}.")
         _check(self.mode in ("clip", "dense"), f"dpo.mode must be clip or dense, not {self.mode!r}.")
+        _check(self.sft_weight >= 0, f"dpo.sft_weight must be 0 or more, not {self.sft_weight}.")
         _check(self.eval_every >= 1 and self.eval_samples >= 1, "dpo.eval_every and dpo.eval_samples must be at least 1.")
 
 

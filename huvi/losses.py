@@ -38,6 +38,20 @@ def diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, beta: float) -> DpoTerms:
     return DpoTerms(loss=loss, inside=inside.detach(), accuracy=accuracy.detach(), reward_margin=inside.detach().mean())
 
 
+def winner_anchor(model_w: torch.Tensor, ref_w: torch.Tensor, beta: float, weight: float) -> torch.Tensor:
+    """A supervised term on the winners beside the DPO loss, against over-optimisation:
+
+        weight * (beta / 2) * mean(e_w - ref_w)
+
+    Its gradient is the winners' denoising loss's, scaled so that weight 1 pulls as hard as DPO at
+    its strongest (d loss / d e_w = (beta / 2) * sigmoid(-inside) <= beta / 2). DPO alone can lower its
+    loss by making the winners worse too, as long as the losers get worse faster (the model
+    degrades); this term charges every bit the winners lose. It is zero while the model equals
+    the reference, so the first step still has loss ln 2. (Winner SFT as in RPO, Pang et al. 2024.)
+    """
+    return weight * 0.5 * beta * (model_w - ref_w).mean()
+
+
 def segment_dpo_loss(model_a, model_b, ref_a, ref_b, signs: torch.Tensor, beta: float) -> DpoTerms:
     """DenseDPO's segment loss (Wu et al. 2025): Diffusion-DPO applied to each labelled segment.
 

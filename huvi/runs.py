@@ -5,6 +5,9 @@
     RUN/metrics.jsonl                 one JSON object per step, with "stage" and "step"
     RUN/train.log                     the log
     RUN/adapters/{motion,dpo}.safetensors   final adapters (peft keys, settings in metadata)
+    RUN/adapters/dpo.last.safetensors       with data.holdout > 0: the last step's DPO adapter, when the
+                                            final one is the best held-out one (huvi.best)
+    RUN/best/dpo-{step:06d}.safetensors     the best held-out DPO adapters so far, until the stage ends
     RUN/checkpoints/{stage}-{step:06d}/     adapter, optimizer, lr schedule, RNG, pair order, step
     RUN/previews/{stage}-{step:06d}.mp4     fixed-seed preview clips (every generate.preview_every steps)
 
@@ -64,6 +67,12 @@ class Run:
 
     def adapter_path(self, stage: str) -> Path:
         return self.root / "adapters" / f"{stage}.safetensors"
+
+    def last_adapter_path(self, stage: str) -> Path:
+        """The last step's adapter, kept beside the final one when that is the best held-out one."""
+        return self.root / "adapters" / f"{stage}.last.safetensors"
+
+    best_folder = property(lambda self: self.root / "best")
 
     def preview_path(self, stage: str, step: int) -> Path:
         return self.root / "previews" / f"{stage}-{step:06d}.mp4"
@@ -126,7 +135,7 @@ class Run:
         """Delete the half-written adapters, checkpoints and previews a killed process left: the
         `.NAME.*.tmp*` files of huvi.io and the `.STAGE-STEP.tmp` folders of `save_checkpoint`.
         (The run folder's own small files are left alone: the app may be rewriting job.json.)"""
-        for folder in (self.root / "adapters", self.checkpoints, self.root / "previews"):
+        for folder in (self.root / "adapters", self.checkpoints, self.root / "previews", self.best_folder):
             for path in folder.glob(".*.tmp*") if folder.is_dir() else ():
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)

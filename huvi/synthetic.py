@@ -2,7 +2,9 @@
 
 A clip is a coloured square gliding over a soft textured background. In a "direction" category
 squares moving right are rated 4-5 and squares moving left 1-2; start positions, colours, sizes
-and speeds vary, so neither the first nor the last frame alone gives the rating away. In a
+and speeds vary, so neither the first nor the last frame alone gives the rating away. A
+`preference_category` is rated by one of PREFERENCES the same way (growing over shrinking, a
+steady glide over a shaking one, ...). In a
 "flicker" category (DenseDPO) each explicit pair is two copies of one clip that differ only by a
 flicker in some of their segments, labelled per segment and per clip.
 """
@@ -19,8 +21,13 @@ from huvi.io import write_json
 from huvi.video import write_clip
 
 
-def moving_square(direction: int, seed: int, frames: int = 32, size: int = 64) -> np.ndarray:
-    """(frames, size, size, 3) uint8: a square moving left (direction=-1) or right (+1)."""
+def moving_square(direction: int, seed: int, frames: int = 32, size: int = 64, growth: float = 0.0, jitter: float = 0.0) -> np.ndarray:
+    """(frames, size, size, 3) uint8: a square moving left (direction=-1) or right (+1).
+
+    growth: the side changes linearly to (1 + growth) times its first value by the last frame
+    (0.8 grows, -0.45 shrinks), about the square's centre. jitter: each frame's position is shaken
+    by that fraction of the side (Gaussian) around the steady path. With both 0 the clip is the
+    same as before these options existed (their random draws come after the others)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     phase = rng.uniform(0, 2 * np.pi, 3)
@@ -31,13 +38,28 @@ def moving_square(direction: int, seed: int, frames: int = 32, size: int = 64) -
     travel = speed * (frames - 1)
     x0 = rng.uniform(0, size - side - travel) if direction > 0 else rng.uniform(travel, size - side)
     y = int(rng.integers(0, size - side))
+    shake = rng.normal(0.0, jitter * side, (frames, 2)) if jitter else np.zeros((frames, 2))
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for i in range(frames):
         frame = background.copy()
-        x = int(round(x0 + direction * speed * i))
-        frame[y : y + side, x : x + side] = color
+        grown = max(2, int(round(side * (1 + growth * i / max(1, frames - 1)))))
+        cx = x0 + direction * speed * i + side / 2 + shake[i, 0]  # the steady path's centre, shaken
+        cy = y + side / 2 + shake[i, 1]
+        left = int(np.clip(round(cx - grown / 2), 0, size - grown))
+        top = int(np.clip(round(cy - grown / 2), 0, size - grown))
+        frame[top : top + grown, left : left + grown] = color
         out[i] = (frame * 255).clip(0, 255).astype(np.uint8)
     return out
+
+
+# Toy preferences about how the square moves; the first motion of each pair is rated high. The
+# other properties vary at random (direction where it is not the preference), so only the named
+# one separates high from low ratings, and no single frame gives it away.
+PREFERENCES = {
+    "direction": ({"direction": 1}, {"direction": -1}),  # moving right over moving left
+    "growth": ({"growth": 0.8}, {"growth": -0.45}),  # growing over shrinking
+    "smoothness": ({"jitter": 0.0}, {"jitter": 0.25}),  # a steady glide over a shaking one
+}
 
 
 def direction_category(
@@ -67,6 +89,36 @@ def direction_category(
             scores[name] = int(rng.integers(4, 6)) if direction > 0 else int(rng.integers(1, 3))
         else:
             scores[name] = 5 if direction > 0 else 1
+    write_json(root / "category.json", {"prompt": prompt, "scores": scores})
+    return root
+
+
+def preference_category(
+    root: Path,
+    preference: str,
+    clips: int = 12,
+    seed: int = 0,
+    frames: int = 32,
+    size: int = 64,
+    prompt: str = "a square moving across the frame",
+    spread: bool = True,
+) -> Path:
+    """Write a category rated by one of PREFERENCES: even clips show the preferred motion, odd ones
+    the other. With `spread` the preferred are rated 4 or 5 and the others 1 or 2 at random (a
+    rater's noise); without it 5 and 1, so the preference alone decides every pair (held-out sets)."""
+    if preference not in PREFERENCES:
+        raise ValueError(f"unknown preference {preference!r}; choose one of {', '.join(PREFERENCES)}")
+    root = Path(root)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for i in range(clips):
+        preferred = i % 2 == 0
+        motion = {"direction": int(rng.choice([-1, 1]))} | PREFERENCES[preference][0 if preferred else 1]
+        name = f"{preference}_{seed}_{i:02d}.mp4"
+        write_clip(root / "clips" / name, moving_square(seed=seed * 1000 + i, frames=frames, size=size, **motion))
+        score = (int(rng.integers(4, 6)) if preferred else int(rng.integers(1, 3))) if spread else (5 if preferred else 1)
+        scores[name] = score
     write_json(root / "category.json", {"prompt": prompt, "scores": scores})
     return root
 

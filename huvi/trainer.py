@@ -9,7 +9,12 @@ clips or pairs of the step and gradients are averaged.
 The DPO stage has two modes (`dpo.mode`): `clip` learns from pairs of differently rated clips (and
 explicit pairs with a winner), one Diffusion-DPO term per pair; `dense` learns from the category's
 explicit pairs labelled per segment, one term per labelled segment (DenseDPO). The motion stage
-learns from the rated clips in both.
+learns from the rated clips in both (the losses of a micro-batch: huvi.stage_losses).
+
+The DPO stage watches its own health (huvi.health: winners and losers both degrading, accuracy
+falling from its peak, loss spikes, held-out accuracy falling), names the signs in its metrics rows
+and logs each when it starts; with held-out pairs (data.holdout > 0) its final adapter is the one of
+the best held-out check (huvi.best).
 """
 
 from __future__ import annotations
@@ -33,14 +38,14 @@ from tqdm.auto import tqdm
 
 from huvi.adapters import DPO, MOTION, adapter_parameters, adapter_state_dict, add_adapter, load_adapter, save_adapter, set_active
 from huvi.backbone import load_encoders, load_scheduler, load_unet
-from huvi.batches import crop_and_flip, derived_seed, sample_indices
+from huvi.batches import derived_seed
+from huvi.best import BestAdapter
 from huvi.cache import CategoryLatents, cache_category
 from huvi.category import Category, check_pair_lengths, load_category
 from huvi.config import HuviConfig
-from huvi.dpo import denoising_errors, pair_errors
 from huvi.errors import HuviError
 from huvi.evaluate import score_pairs
-from huvi.losses import DpoTerms, diffusion_dpo_loss, segment_dpo_loss
+from huvi.health import HealthMonitor
 from huvi.optim import make_lr_schedule, make_optimizer
 from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs, split_pairs
 from huvi.precision import make_accelerator, weight_dtype
@@ -52,7 +57,7 @@ from huvi.runs import (
     optimizer_from_tensors,
     optimizer_to_tensors,
 )
-from huvi.segments import orient, padded_signs, segment_masks
+from huvi.stage_losses import StageLosses
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +148,7 @@ class _Trainer:
         self.unet = None
         self.scheduler = load_scheduler(cfg.model)
         self.previewer: Previewer | None = None
+        self.best: BestAdapter | None = None  # the DPO stage's best held-out adapter (with data.holdout > 0)
 
     # setup -----------------------------------------------------------------------------------
     def setup(self, stages: list[str]) -> None:
@@ -160,6 +166,8 @@ class _Trainer:
             self.unet.enable_gradient_checkpointing()
         self.unet.requires_grad_(False)
         self.unet.to(self.device)
+        names = list(self.category.scores)
+        self.losses = StageLosses(cfg, self.latents, names, self.pairs_train, self.unet, self.scheduler, self.device, self.weight_dtype, self.accelerator.autocast)
 
     def _form_pairs(self) -> None:
         cfg, explicit = self.cfg, self.category.pairs
@@ -231,7 +239,12 @@ class _Trainer:
         params = adapter_parameters(self.unet, stage)
         optimizer = make_optimizer(params, scfg, self.cfg.optim)
         schedule = make_lr_schedule(optimizer, scfg)
-        step = self._restore(start, stage, optimizer, schedule) if start is not None else 0
+        restored = Run.load_checkpoint(start) if start is not None else None
+        step = self._restore(restored, stage, optimizer, schedule) if restored is not None else 0
+        self.best = BestAdapter(self.run.best_folder, stage, restored[1].get("best") if restored else None) if stage == DPO and self.pairs_val else None
+        monitor = HealthMonitor() if stage == DPO else None
+        if monitor is not None:
+            monitor.replay([r for r in self.run.read_metrics() if r["stage"] == stage and r["step"] <= step])
         model, optimizer = acc.prepare(self.unet, optimizer)
         model.train()
         logger.info(
@@ -256,8 +269,18 @@ class _Trainer:
                     ) from None
                 step += 1
                 row |= {"stage": stage, "step": step, "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 4)}
-                if self.pairs_val and stage == DPO and (step % self.cfg.dpo.eval_every == 0 or step == scfg.steps):
+                if self.best is not None and (step % self.cfg.dpo.eval_every == 0 or step == scfg.steps):
                     row |= _unless_out_of_memory("scoring the held-out pairs", "lower dpo.eval_samples", self._validate) or {}
+                    if acc.is_main_process and self.best.offer(step, row, adapter_state_dict(acc.unwrap_model(model), stage)):
+                        logger.info("best held-out accuracy so far at step %d: %.3f", step, row["val_accuracy"])
+                if self.best is not None and self.best.best is not None:
+                    row["best_step"] = self.best.best.step
+                if monitor is not None:
+                    signs, sentences = monitor.update(row)
+                    if signs:
+                        row["health"] = signs
+                    for sentence in sentences if acc.is_main_process else ():
+                        logger.warning("%s", sentence)
                 if acc.is_main_process:
                     self.run.append_metrics(row)
                     bar.update(1)
@@ -281,9 +304,27 @@ class _Trainer:
             self.unet = acc.unwrap_model(model)
             acc.free_memory()
         if not stopped and acc.is_main_process:
-            save_adapter(self.run.adapter_path(stage), self.unet, stage, scfg.adapter, {"huvi.steps": str(step)})
+            self._save_final(stage, step)
         acc.wait_for_everyone()
         return row, stopped
+
+    def _save_final(self, stage: str, step: int) -> None:
+        """The stage's adapter file: the last step's, or with held-out pairs the best-scoring one
+        (the last step's then goes beside it as `.last`)."""
+        scfg = self.cfg.stage(stage)
+        best = self.best.best if self.best is not None else None
+        if best is None or best.step == step:
+            save_adapter(self.run.adapter_path(stage), self.unet, stage, scfg.adapter, {"huvi.steps": str(step)})
+        else:
+            save_adapter(self.run.last_adapter_path(stage), self.unet, stage, scfg.adapter, {"huvi.steps": str(step)})
+            set_peft_model_state_dict(self.unet, self.best.tensors(), adapter_name=stage)
+            save_adapter(self.run.adapter_path(stage), self.unet, stage, scfg.adapter, {"huvi.steps": str(best.step), "huvi.best_of": str(step)})
+            logger.info(
+                "the final %s adapter is step %d's, the best held-out accuracy (%.3f); step %d's is kept as %s",
+                stage, best.step, best.val_accuracy, step, self.run.last_adapter_path(stage).relative_to(self.run.root),
+            )
+        if self.best is not None:
+            self.best.remove()
 
     # one optimizer step --------------------------------------------------------------------------
     def _step(self, stage, model, optimizer, schedule, params, step: int) -> dict:
@@ -296,7 +337,7 @@ class _Trainer:
             position = ((step * scfg.grad_accum + micro) * acc.num_processes + acc.process_index) * scfg.batch_size
             sync = acc.no_sync(model) if micro < scfg.grad_accum - 1 else nullcontext()
             with sync:
-                loss, stats = self._loss(stage)(model, gen, position)
+                loss, stats = self.losses.for_stage(stage)(model, gen, position)
                 acc.backward(loss / scfg.grad_accum)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value / scfg.grad_accum
@@ -307,79 +348,6 @@ class _Trainer:
         stats = {k: acc.reduce(torch.tensor(v, device=self.device), "mean").item() for k, v in sums.items()}
         stats["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         return {k: round(v, 6) if math.isfinite(v) else v for k, v in stats.items()}
-
-    def _loss(self, stage: str) -> Callable:
-        if stage == MOTION:
-            return self._motion_loss
-        return self._dense_loss if self.cfg.dpo.mode == "dense" else self._dpo_loss
-
-    def _text(self, n: int) -> torch.Tensor:
-        return self.latents.prompt_embeds.to(self.device, self.weight_dtype).unsqueeze(0).expand(n, -1, -1)  # (n, tokens, dim)
-
-    def _noise(self, shape, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn(shape, generator=gen).to(self.device, self.weight_dtype)
-        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (shape[0],), generator=gen).to(self.device)
-        return noise, timesteps
-
-    def _motion_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
-        cfg, clips = self.cfg, [self.latents.clips[name] for name in self.category.scores]
-        index = sample_indices(len(clips), cfg.seed, position, cfg.motion.batch_size)
-        latents = torch.cat([crop_and_flip([clips[i]], cfg.data.frames, cfg.data.temporal_crop, cfg.data.hflip, gen) for i in index])
-        latents = latents.to(self.device, self.weight_dtype)  # (b, c, f, h, w)
-        noise, timesteps = self._noise(latents.shape, gen)
-        with self.accelerator.autocast():
-            loss = denoising_errors(model, self.scheduler, latents, noise, timesteps, self._text(len(index))).mean()
-        return loss, {"loss": loss.item()}
-
-    def _pair_latents(self, names: list[tuple[str, str]], crop: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents of the first and second clip of each pair, cropped and flipped alike: each (b, c, f, h, w)."""
-        data, clips = self.cfg.data, self.latents.clips
-        groups = [crop_and_flip([clips[first], clips[second]], data.frames, crop, data.hflip, gen) for first, second in names]  # each (2, c, f, h, w)
-        first = torch.stack([g[0] for g in groups]).to(self.device, self.weight_dtype)  # (b, c, f, h, w)
-        second = torch.stack([g[1] for g in groups]).to(self.device, self.weight_dtype)
-        return first, second
-
-    def _pair_errors(self, model, latents_1: torch.Tensor, latents_2: torch.Tensor, gen: torch.Generator, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """`pair_errors` under this micro-batch's noise and timestep (drawn from `gen`)."""
-        noise, timesteps = self._noise(latents_1.shape, gen)
-        text = self.latents.prompt_embeds.to(self.device, self.weight_dtype)
-        return pair_errors(model, self.unet, self.scheduler, latents_1, latents_2, text, noise, timesteps, self.accelerator.autocast, masks)
-
-    @staticmethod
-    def _dpo_stats(terms: DpoTerms, model_w, model_l, ref_w, ref_l) -> dict:
-        return {
-            "loss": terms.loss.item(),
-            "accuracy": terms.accuracy.item(),
-            "reward_margin": terms.reward_margin.item(),
-            "loss_w": model_w.mean().item(),
-            "loss_l": model_l.mean().item(),
-            "ref_loss_w": ref_w.mean().item(),
-            "ref_loss_l": ref_l.mean().item(),
-        }
-
-    def _dpo_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
-        cfg = self.cfg
-        index = sample_indices(len(self.pairs_train), cfg.seed, position, cfg.dpo.batch_size)
-        pairs = [self.pairs_train[i] for i in index]
-        latents_w, latents_l = self._pair_latents([(p.winner, p.loser) for p in pairs], cfg.data.temporal_crop, gen)
-        model_w, model_l, ref_w, ref_l = self._pair_errors(model, latents_w, latents_l, gen)
-        terms = diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, cfg.dpo.beta)
-        return terms.loss, self._dpo_stats(terms, model_w, model_l, ref_w, ref_l)
-
-    def _dense_loss(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
-        """DenseDPO: one noise and timestep per pair, one loss term per labelled segment. Segments are
-        fixed runs of the first data.frames frames, so there is no temporal crop."""
-        cfg = self.cfg
-        index = sample_indices(len(self.pairs_train), cfg.seed, position, cfg.dpo.batch_size)
-        pairs = [self.pairs_train[i] for i in index]
-        latents_a, latents_b = self._pair_latents([(p.a, p.b) for p in pairs], False, gen)
-        masks = segment_masks([len(p.signs) for p in pairs], cfg.data.frames).to(self.device)  # (b, s, f)
-        signs = padded_signs([p.signs for p in pairs]).to(self.device)  # (b, s)
-        model_a, model_b, ref_a, ref_b = self._pair_errors(model, latents_a, latents_b, gen, masks)  # each (b, s)
-        terms = segment_dpo_loss(model_a, model_b, ref_a, ref_b, signs, cfg.dpo.beta)
-        model_w, model_l = orient(model_a.detach(), model_b.detach(), signs)  # (m,) each: better / worse clip per labelled segment
-        ref_w, ref_l = orient(ref_a, ref_b, signs)
-        return terms.loss, self._dpo_stats(terms, model_w, model_l, ref_w, ref_l) | {"labelled_segments": float(model_w.numel())}
 
     def _validate(self) -> dict:
         scores = score_pairs(
@@ -405,6 +373,7 @@ class _Trainer:
                 "lr_schedule": schedule.state_dict(),
                 "optimizer": opt_rest,
                 "pairs": _pair_keys(self.pairs_train) if stage == DPO else [],
+                "best": self.best.state() if self.best is not None else None,
             }
             unet = acc.unwrap_model(self.unet)
             tensors = {"adapter": adapter_state_dict(unet, stage), "optimizer": opt_tensors, "rng": rng}
@@ -412,8 +381,8 @@ class _Trainer:
             logger.info("checkpoint %s", path.name)
         acc.wait_for_everyone()
 
-    def _restore(self, ref: CheckpointRef, stage: str, optimizer, schedule) -> int:
-        tensors, state = Run.load_checkpoint(ref)
+    def _restore(self, checkpoint: tuple[dict, dict], stage: str, optimizer, schedule) -> int:
+        tensors, state = checkpoint
         if state["stage"] == DPO and _pair_keys(self.pairs_train) != state["pairs"]:
             raise HuviError(f"The clips, ratings or pair labels of {self.category.root} changed since this run started, so it cannot resume; start a new run.")
         set_peft_model_state_dict(self.unet, tensors["adapter"], adapter_name=stage)

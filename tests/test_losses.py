@@ -143,3 +143,17 @@ def test_first_frame_stays_clean_and_the_rest_is_noised(scheduler):
 def test_epsilon_target_is_the_noise(scheduler):
     latents, noise = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 4, 3, 4, 4)
     assert prediction_target(latents, noise, torch.tensor([1, 2]), scheduler) is noise
+
+
+def test_the_winner_anchor_pulls_the_winner_as_dpo_does_at_its_strongest():
+    """winner_anchor = weight * beta/2 * mean(e_w - ref_w): zero at the reference, gradient weight * beta/2 / n."""
+    from huvi.losses import winner_anchor
+
+    ref_w = torch.tensor([0.3, 0.5], dtype=torch.float64)
+    model_w = ref_w.clone().requires_grad_(True)
+    anchor = winner_anchor(model_w, ref_w, beta=5000.0, weight=0.2)
+    assert anchor.item() == 0.0
+    anchor.backward()
+    torch.testing.assert_close(model_w.grad, torch.full((2,), 0.2 * 2500.0 / 2, dtype=torch.float64))
+    dpo = diffusion_dpo_loss(model_w, ref_w + 0.1, ref_w, ref_w + 0.1, beta=5000.0)  # model = reference: ln 2
+    assert dpo.loss.item() == pytest.approx(math.log(2))

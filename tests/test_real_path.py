@@ -56,10 +56,14 @@ def real_run(category, tmp_path_factory) -> RealRun:
 
     cfg = load_config(PRESET, at_tiny_size())
     root = tmp_path_factory.mktemp("real") / "run"
+    huvi_log, level = logging.getLogger("huvi"), logging.getLogger("huvi").level
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.utils.checkpoint, "checkpoint", counting_checkpoint)
-        mp.setattr(logging.getLogger("huvi"), "level", logging.INFO)  # train.log gets the INFO lines, as under the CLI
-        train(cfg, category, root, show_progress=False)
+        huvi_log.setLevel(logging.INFO)  # train.log gets the INFO lines, as under the CLI (setLevel clears logging's cache)
+        try:
+            train(cfg, category, root, show_progress=False)
+        finally:
+            huvi_log.setLevel(level)
     return RealRun(root, cfg, category, len(calls))
 
 

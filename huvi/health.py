@@ -1,0 +1,105 @@
+"""Signs that a DPO stage is going wrong, read from its own metrics rows as they are written.
+
+Diffusion-DPO only sees the difference between the winner's and the loser's denoising errors, so it
+can lower its loss by making both worse, the loser faster: the model degrades while the loss looks
+fine (over-optimisation). Past that point it overshoots: training accuracy falls and the loss climbs
+back. Measured on the tiny preset at lr 1e-3 and beta 5000 (issue 16): loss 0.005 at step 50, 4.9
+with training accuracy 0 at step 200, the winners' and losers' own losses ~40% above the
+reference's, and held-out accuracy below chance. The monitor watches, over the last WINDOW steps:
+
+    degrading        the winners' and the losers' mean losses both above the reference's by DEGRADE or more
+    accuracy fell    the running training accuracy dropped by ACCURACY_DROP from a peak of ACCURACY_PEAK or more
+    loss climbing    the running mean loss back above ln 2 (worse than the reference) after it had
+                     fallen below LEARNED; a single step's loss is no sign: with one pair a step and
+                     beta 5000 it swings between ~0 and ~10 in healthy runs
+    held-out fell    (with data.holdout > 0) held-out accuracy HELD_OUT_DROP or more below its best
+
+A sign is named in every row while it lasts (`"health": [...]` in metrics.jsonl) and logged, in one
+sentence saying what to do, when it starts (again only after WINDOW steps without it). The monitor
+is pure bookkeeping: it never changes training, and `replay` rebuilds it from the rows of a resumed
+stage.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+WINDOW = 20  # steps in the running means: ~10% of a tiny DPO stage, enough to average out the pair draws
+DEGRADE = 0.05  # relative; a healthy tiny run keeps the winners within ~2% of the reference (issue 16's runs)
+ACCURACY_PEAK = 0.8
+ACCURACY_DROP = 0.25  # from the peak of the 20-step mean: the collapse measured went from 1.0 to 0
+LEARNED = 0.1  # the running mean loss of a stage that has learned its pairs (ln 2 = 0.69 at the start)
+HELD_OUT_DROP = 0.15
+
+DEGRADING, ACCURACY_FELL, LOSS_CLIMBING, HELD_OUT_FELL = "degrading", "accuracy fell", "loss climbing", "held-out fell"
+ADVICE = (
+    "lower dpo.learning_rate, raise dpo.sft_weight or train fewer dpo.steps "
+    "(with data.holdout > 0 the best held-out adapter is kept)"
+)
+
+
+@dataclass
+class HealthMonitor:
+    window: int = WINDOW
+    _losses: deque = field(default_factory=deque)
+    _winners: deque = field(default_factory=deque)  # loss_w / ref_loss_w - 1
+    _losers: deque = field(default_factory=deque)
+    _accuracy: deque = field(default_factory=deque)
+    _peak: float = 0.0  # best running training accuracy so far
+    _low: float = math.inf  # lowest running mean loss so far
+    _best_held_out: float = -math.inf
+    _held_out: float = -math.inf  # the latest held-out accuracy
+    _last_seen: dict[str, int] = field(default_factory=dict)  # sign -> the last step it was active
+
+    def update(self, row: dict) -> tuple[list[str], list[str]]:
+        """Take one DPO metrics row; return the signs active now and the sentences of those that
+        just started (to log)."""
+        for values, value in (
+            (self._losses, row["loss"]),
+            (self._winners, row["loss_w"] / row["ref_loss_w"] - 1),
+            (self._losers, row["loss_l"] / row["ref_loss_l"] - 1),
+            (self._accuracy, row["accuracy"]),
+        ):
+            values.append(value)
+            if len(values) > self.window:
+                values.popleft()
+        step, full = row["step"], len(self._accuracy) == self.window
+        accuracy, winners, losers, loss = (statistics.fmean(v) for v in (self._accuracy, self._winners, self._losers, self._losses))
+        if full:
+            self._peak, self._low = max(self._peak, accuracy), min(self._low, loss)
+        found: list[tuple[str, str]] = []  # (sign, the sentence that says it)
+        if full and winners > DEGRADE and losers > DEGRADE:
+            found.append((DEGRADING, (
+                f"DPO is degrading the model at step {step}: the winners' and the losers' own denoising losses are "
+                f"{winners:+.0%} and {losers:+.0%} against the reference's (mean of {self.window} steps); {ADVICE}."
+            )))  # fmt: skip
+        if full and self._peak >= ACCURACY_PEAK and accuracy <= self._peak - ACCURACY_DROP:
+            found.append((ACCURACY_FELL, (
+                f"DPO is overshooting at step {step}: training accuracy fell from {self._peak:.2f} to {accuracy:.2f} "
+                f"(mean of {self.window} steps); {ADVICE}."
+            )))  # fmt: skip
+        if full and self._low < LEARNED and loss > math.log(2):
+            found.append((LOSS_CLIMBING, (
+                f"The DPO loss climbed back to {loss:.3g} by step {step} from {self._low:.3g} (mean of {self.window} steps): "
+                f"on its own training pairs the model is now worse than the reference; {ADVICE}."
+            )))  # fmt: skip
+        if not math.isnan(row.get("val_accuracy", math.nan)):
+            self._best_held_out = max(self._best_held_out, row["val_accuracy"])
+            self._held_out = row["val_accuracy"]
+        if math.isfinite(self._held_out) and self._held_out <= self._best_held_out - HELD_OUT_DROP:
+            found.append((HELD_OUT_FELL, (
+                f"Held-out accuracy fell to {self._held_out:.2f} by step {step} from its best {self._best_held_out:.2f}: "
+                "DPO is overshooting; the best held-out adapter is kept as the final one."
+            )))  # fmt: skip
+        new = [sentence for sign, sentence in found if step - self._last_seen.get(sign, -self.window) >= self.window]
+        for sign, _ in found:
+            self._last_seen[sign] = step
+        return [sign for sign, _ in found], new
+
+    def replay(self, rows: list[dict]) -> None:
+        """Rebuild the state from the rows a resumed stage already wrote."""
+        for row in rows:
+            self.update(row)

@@ -1,0 +1,130 @@
+"""huvi.health: the signs of a DPO stage going wrong, on rows made by hand; huvi.best through a run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import metric_rows, tiny_config, without_timing
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from huvi.health import ACCURACY_FELL, DEGRADING, HELD_OUT_FELL, LOSS_CLIMBING, HealthMonitor
+from huvi.runs import Run
+from huvi.trainer import train
+
+
+def row(step: int, loss: float = 0.3, accuracy: float = 0.9, winner: float = 1.0, loser: float = 1.05, **extra) -> dict:
+    """A DPO metrics row; winner and loser are the model's losses relative to the reference's (1.0 each)."""
+    return {"stage": "dpo", "step": step, "loss": loss, "accuracy": accuracy, "loss_w": winner, "loss_l": loser, "ref_loss_w": 1.0, "ref_loss_l": 1.0} | extra
+
+
+def run_monitor(rows: list[dict]) -> tuple[list[list[str]], list[str]]:
+    monitor, signs, sentences = HealthMonitor(), [], []
+    for r in rows:
+        active, new = monitor.update(r)
+        signs.append(active)
+        sentences += new
+    return signs, sentences
+
+
+def test_a_healthy_stage_raises_nothing():
+    signs, sentences = run_monitor([row(i, loss=0.69 - 0.003 * i, accuracy=0.5 + 0.004 * i) for i in range(1, 101)])
+    assert not any(signs) and sentences == []
+
+
+def test_winners_and_losers_both_worse_than_the_reference_is_degrading():
+    rows = [row(i) for i in range(1, 21)] + [row(i, winner=1.08, loser=1.25) for i in range(21, 61)]
+    signs, sentences = run_monitor(rows)
+    first = next(i for i, s in enumerate(signs) if DEGRADING in s)
+    assert 21 <= first + 1 <= 40 and all(DEGRADING in s for s in signs[first:])
+    assert len(sentences) == 1 and sentences[0].startswith(f"DPO is degrading the model at step {first + 1}: the winners' and the losers' own")
+    assert "lower dpo.learning_rate" in sentences[0]
+
+
+def test_training_accuracy_falling_from_its_peak_is_overshooting():
+    rows = [row(i, accuracy=1.0, loss=0.01) for i in range(1, 51)] + [row(i, accuracy=0.0, loss=0.01) for i in range(51, 81)]
+    signs, sentences = run_monitor(rows)
+    assert ACCURACY_FELL not in signs[49] and ACCURACY_FELL in signs[-1]
+    assert len(sentences) == 1 and sentences[0].startswith("DPO is overshooting at step") and "fell from 1.00 to" in sentences[0]
+
+
+def test_the_loss_climbing_back_above_ln2_is_a_sign_and_single_spikes_are_not():
+    """With one pair a step and beta 5000 a healthy stage's loss swings between ~0 and ~10: only the
+    running mean climbing back above ln 2 after it had learned its pairs is a sign."""
+    learned = [row(i, loss=0.001) for i in range(1, 41)]
+    spikes = [row(i, loss=8.0 if i % 20 == 0 else 0.001) for i in range(41, 101)]  # one spike per window: mean 0.4
+    assert run_monitor(learned + spikes) == ([[]] * 100, [])
+    climbing = [row(i, loss=2.0 if i % 2 else 0.5) for i in range(41, 81)]  # mean 1.25 once the window is full of it
+    signs, sentences = run_monitor(learned + climbing)
+    first = next(i for i, s in enumerate(signs) if LOSS_CLIMBING in s) + 1
+    assert 41 < first <= 60 and all(LOSS_CLIMBING in s for s in signs[first:])
+    assert len(sentences) == 1 and sentences[0].startswith("The DPO loss climbed back to") and f"by step {first} from 0.001" in sentences[0]
+
+
+def test_held_out_accuracy_below_its_best_is_said_once():
+    rows = [row(i, **({"val_accuracy": v} if v is not None else {})) for i, v in enumerate([0.7, None, 0.9, None, 0.8, None, 0.7, 0.6], start=1)]
+    signs, sentences = run_monitor(rows)
+    assert [HELD_OUT_FELL in s for s in signs] == [False] * 6 + [True, True]
+    assert sentences == ["Held-out accuracy fell to 0.70 by step 7 from its best 0.90: DPO is overshooting; the best held-out adapter is kept as the final one."]
+
+
+def test_replay_gives_a_resumed_stage_the_same_signs():
+    rows = [row(i, accuracy=1.0, loss=0.01) for i in range(1, 41)] + [row(i, accuracy=0.2, loss=0.01 * i, winner=1.1, loser=1.3) for i in range(41, 81)]
+    whole, _ = run_monitor(rows)
+    resumed = HealthMonitor()
+    resumed.replay(rows[:55])
+    assert [resumed.update(r)[0] for r in rows[55:]] == whole[55:]
+
+
+# the best held-out adapter -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def held_out_run(category, tmp_path_factory):
+    """Tiny, a third of the pairs held out and scored every 2 of 8 DPO steps at a learning rate high
+    enough that the best held-out check is not the last."""
+    cfg = tiny_config(motion_steps=3, dpo_steps=8)
+    cfg.data.holdout, cfg.dpo.eval_every, cfg.dpo.eval_samples, cfg.dpo.learning_rate = 0.35, 2, 2, 3e-2
+    cfg.dpo.checkpoint_every, cfg.keep_checkpoints = 2, 10
+    root = tmp_path_factory.mktemp("best") / "run"
+    train(cfg, category, root, show_progress=False)
+    return root, cfg
+
+
+def test_the_final_dpo_adapter_is_the_best_held_out_one(held_out_run):
+    root, _ = held_out_run
+    rows = [r for r in metric_rows(root) if r["stage"] == "dpo"]
+    checks = {r["step"]: r["val_accuracy"] for r in rows if "val_accuracy" in r}
+    assert sorted(checks) == [2, 4, 6, 8]
+    best = max(checks, key=lambda s: (checks[s], -s))  # the earliest of the highest
+    assert rows[-1]["best_step"] == best
+    run = Run(root)
+    final = load_file(str(run.adapter_path("dpo")))
+    at_best = load_file(str(run.checkpoints / f"dpo-{best:06d}" / "adapter.safetensors"))
+    assert final.keys() == at_best.keys() and all(torch.equal(final[k], at_best[k]) for k in final)
+    with safe_open(str(run.adapter_path("dpo")), framework="pt") as fh:
+        assert fh.metadata()["huvi.steps"] == str(best)
+    assert not run.best_folder.exists()  # the kept copies go once the final adapter is written
+    if best != 8:
+        last = load_file(str(run.last_adapter_path("dpo")))
+        at_last = load_file(str(run.checkpoints / "dpo-000008" / "adapter.safetensors"))
+        assert all(torch.equal(last[k], at_last[k]) for k in last)
+    else:
+        pytest.fail(f"the last check was the best ({checks}); pick a setting that overshoots so the test means something")
+
+
+def test_a_resumed_run_keeps_the_same_best_adapter(held_out_run, category, tmp_path):
+    root, cfg = held_out_run
+    run = tmp_path / "run"
+    calls = {"n": 0}
+
+    def stop_in_dpo() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 3 + 5  # after motion's 3 steps, DPO step 5 (past a best check, before the end)
+
+    assert train(cfg, category, run, show_progress=False, should_stop=stop_in_dpo).stopped
+    train(cfg, category, run, resume=True, show_progress=False)
+    assert without_timing(metric_rows(run)) == without_timing(metric_rows(root))
+    got, want = load_file(str(Run(run).adapter_path("dpo"))), load_file(str(Run(root).adapter_path("dpo")))
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert math.isfinite(metric_rows(run)[-1]["val_accuracy"])
