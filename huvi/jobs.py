@@ -4,11 +4,17 @@ The app never trains in its own process. `Jobs.start` launches the CLI in a new 
 its output in RUN/job.log and records RUN/job.json; everything the app shows afterwards is read
 back from the run folder, so a page reload, a second browser or a restarted app re-attaches:
 
-    RUN/job.json      {"pid", "command", "argv", "started", "category", "preset", "stages", "totals", "stop_requested"?}
+    RUN/job.json      {"pid", "command", "argv", "started", "category", "preset", "stages", "totals",
+                       "first_command", "resumed"?, "stop_requested"?}
     RUN/job.log       the process's stdout and stderr (the CLI's one-sentence errors land here)
 
+"command" is the latest launch (`--resume` after a resume); "first_command" the `train` line that
+set the run's settings, kept across resumes. `run_request` rebuilds that line from the run's own
+config.yaml for a run started from a shell.
+
 `Jobs.status` turns the pid, RUN/metrics.jsonl, RUN/checkpoints/ and RUN/adapters/ into one of
-    starting      the process is up, loading models and caching clips (no metrics yet)
+    starting      the process is up, loading models and caching clips (no metrics yet; `start_phase`
+                  reads which of these it is doing from job.log)
     running       the process is up and writing metrics
     finished      every stage's adapter is written
     stopped       a stop request ended it cleanly: the newest checkpoint is the last step logged
@@ -25,7 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +41,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huvi.category import load_category
-from huvi.config import load_config
+from huvi.config import HuviConfig, load_config
 from huvi.errors import HuviError
 from huvi.gpu_lock import HELD_BY_PARENT, GpuLock, pid_alive
 from huvi.io import write_json
@@ -109,6 +117,7 @@ class Progress:
     seconds_per_step: float | None  # mean over the newest rows of the current stage
     eta_seconds: float | None  # remaining steps at that rate (later stages are assumed as fast)
     stages: tuple[str, ...] = STAGES  # the stages the run trains
+    totals: dict[str, int] = field(default_factory=dict)  # stage -> its planned steps
 
     @property
     def fraction(self) -> float:
@@ -124,11 +133,11 @@ def progress(rows: list[dict], totals: dict[str, int], window: int = 20) -> Prog
     done = sum(min(last_step[s], totals[s]) for s in totals)
     total = sum(totals.values())
     if not rows:
-        return Progress(None, 0, done, total, None, None, tuple(totals))
+        return Progress(None, 0, done, total, None, None, tuple(totals), dict(totals))
     stage, step = rows[-1].get("stage"), int(rows[-1].get("step", 0))
     recent = [float(r["seconds"]) for r in rows[-window:] if r.get("stage") == stage and "seconds" in r]
     rate = sum(recent) / len(recent) if recent else None
-    return Progress(stage, step, done, total, rate, (total - done) * rate if rate is not None else None, tuple(totals))
+    return Progress(stage, step, done, total, rate, (total - done) * rate if rate is not None else None, tuple(totals), dict(totals))
 
 
 @dataclass(frozen=True)
@@ -140,10 +149,22 @@ class JobStatus:
     can_stop: bool
     can_resume: bool
     command: str  # the CLI line of the latest launch ("" when unknown)
+    first_command: str = ""  # the `train` line that set the run's settings (differs from `command` after a resume)
+    started: float | None = None  # when the latest launch started (epoch seconds)
+    ended: float | None = None  # when its process last wrote (finished, stopped, failed or interrupted runs)
+    phase: str = ""  # while starting: what the process is doing (see start_phase)
 
     @property
     def active(self) -> bool:
         return self.state in ("starting", "running")
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds since the latest launch: until now while it runs, until its end otherwise."""
+        if self.started is None:
+            return None
+        end = time.time() if self.active else self.ended
+        return max(0.0, end - self.started) if end is not None else None
 
 
 class Jobs:
@@ -168,7 +189,8 @@ class Jobs:
         stages = [s for s in STAGES if s in request.stages]
         totals = {s: cfg.stage(s).steps for s in stages}
         argv = train_argv(TrainRequest(category.root.resolve(), run.resolve(), request.preset, request.overrides, tuple(stages), request.mode), self.python)
-        return self._launch(run, argv, {"category": str(category.root.resolve()), "preset": request.preset, "stages": stages, "totals": totals})
+        record = {"category": str(category.root.resolve()), "preset": request.preset, "stages": stages, "totals": totals}
+        return self._launch(run, argv, record | {"first_command": display_command(argv)})
 
     def resume(self, run: Path) -> JobStatus:
         """Continue a stopped, interrupted or failed run from its newest checkpoint."""
@@ -188,7 +210,8 @@ class Jobs:
         argv = resume_argv(Path(category), run.resolve(), self.python)
         if tuple(stages) != STAGES:
             argv += ["--stage", stages[0]]
-        return self._launch(run, argv, {"category": category, "preset": cfg.preset, "stages": stages, "totals": totals, "resumed": True})
+        record = {"category": category, "preset": cfg.preset, "stages": stages, "totals": totals, "resumed": True}
+        return self._launch(run, argv, record | {"first_command": first_command(run, job)})
 
     def _launch(self, run: Path, argv: list[str], record: dict) -> JobStatus:
         with self._mutex, self.gpu.take(f"training {run.name}", run, keep=True) as set_holder:
@@ -228,6 +251,17 @@ class Jobs:
         logger.info("asked %s (pid %d) to stop", run.name, job["pid"])
         return self.status(run)
 
+    def delete(self, run: Path) -> None:
+        """Delete a run folder and everything in it; refused while the run trains."""
+        run = Path(run)
+        if not run.is_dir():
+            raise HuviError(f"There is no run {run.name}; refresh the list of runs.")
+        training = self.active()
+        if self.status(run).active or (training is not None and training.resolve() == run.resolve()):
+            raise HuviError(f"{run.name} is training; stop it before deleting it.")
+        shutil.rmtree(run)
+        logger.info("deleted run %s", run)
+
     # the GPU lock -----------------------------------------------------------------------------
     def holder(self) -> str | None:
         """What holds the GPU lock now ("training <run>", "generating ...", a run from a shell), or None."""
@@ -264,9 +298,12 @@ class Jobs:
         totals = _totals(run, job, rows)
         prog = progress(rows, totals)
         command = job.get("command", "") if job else ""
+        started = float(job["started"]) if job and isinstance(job.get("started"), (int, float)) else None
 
-        def make(state: str, message: str, can_stop: bool = False, can_resume: bool = False) -> JobStatus:
-            return JobStatus(run, state, message, prog, can_stop, can_resume, command)
+        def make(state: str, message: str, can_stop: bool = False, can_resume: bool = False, phase: str = "") -> JobStatus:
+            active = state in ("starting", "running")
+            ended = None if active else _last_write(run)
+            return JobStatus(run, state, message, prog, can_stop, can_resume, command, first_command(run, job), started, ended, phase)
 
         if job is None and not Run(run).exists():
             return make("none", f"{run.name} has not been started.")
@@ -274,7 +311,8 @@ class Jobs:
             if job.get("stop_requested"):
                 return make("running", "Stopping: finishing the current step, then writing a checkpoint.")
             if not rows:
-                return make("starting", "Starting: loading the models and caching the clips.", can_stop=True)
+                phase = start_phase(_read_log(run))
+                return make("starting", f"Starting: {phase}.", can_stop=True, phase=phase)
             return make("running", f"Training the {prog.stage} stage: step {prog.step} of {totals.get(prog.stage, '?')}.", can_stop=True)
         if totals and all(Run(run).adapter_path(s).is_file() for s in totals):
             return make("finished", f"Finished: {' and '.join(totals)} adapter{'s' if len(totals) > 1 else ''} written.")
@@ -292,6 +330,90 @@ class Jobs:
             return make("interrupted", "The training process ended before training began; start the run again under this name.")
         where = f"from {checkpoint.stage} step {checkpoint.step}" if checkpoint else "from the start"
         return make("interrupted", f"The training process ended without finishing; resume continues {where}.", can_resume=True)
+
+
+def run_request(run: Path, job: dict | None = None) -> TrainRequest:
+    """The request that trains a run like `run` again: its category (job.json or run.json), preset,
+    stages and DPO mode, and every setting of its config.yaml that differs from the preset's as an
+    override. A HuviError when the folder is not a started run."""
+    run = Path(run)
+    cfg = Run(run).read_config()
+    job = job if job is not None else read_job(run) or {}
+    category = job.get("category") or Run(run).read_info().get("category")
+    if not category:
+        raise HuviError(f"{run.name} does not record its category.")
+    stages = tuple(s for s in STAGES if s in (job.get("stages") or STAGES))
+    return TrainRequest(Path(category), run, cfg.preset, tuple(config_overrides(cfg)), stages, cfg.dpo.mode)
+
+
+_PLAIN = re.compile(r"[\w./:-]+")  # a string --set reads back as itself; others are written as JSON (which YAML reads)
+
+
+def config_overrides(cfg: HuviConfig) -> list[str]:
+    """`key=value` for every setting of `cfg` that differs from its preset's (dpo.mode and preset left
+    out: a request carries them itself), in the config's own order."""
+    try:
+        base = load_config(cfg.preset).to_dict()
+    except HuviError:  # a preset file that has moved: every setting is spelled out
+        base = {}
+    out = []
+
+    def walk(node: dict, ref: dict, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, ref.get(key) or {}, f"{name}.")
+            elif name not in ("preset", "dpo.mode") and (key not in ref or ref[key] != value):
+                plain = isinstance(value, str) and _PLAIN.fullmatch(value)
+                out.append(f"{name}={value if plain else json.dumps(value)}")
+
+    walk(cfg.to_dict(), base, "")
+    return out
+
+
+def first_command(run: Path, job: dict | None) -> str:
+    """The `train` line that set the run's settings: job.json's, else rebuilt from config.yaml ("" when neither)."""
+    if job and job.get("first_command"):
+        return job["first_command"]
+    if job and job.get("command") and not job.get("resumed"):
+        return job["command"]
+    try:
+        return display_command(train_argv(run_request(run, job)))
+    except HuviError:
+        return ""
+
+
+# What a starting job logs, newest first, and what it means (the CLI, huvi.cache and huvi.trainer write these lines).
+_PHASES = (
+    (re.compile(r"\bstage (motion|dpo): "), lambda m: f"running the first {m[1]} step (the slowest: memory is laid out, kernels are chosen)"),
+    (re.compile(r"preference pairs|segment-labelled pairs"), lambda m: "building the video model"),
+    (re.compile(r"caching latents:\s+\d+%\|.*?\| (\d+)/(\d+)"), lambda m: f"encoding the clips ({m[1]} of {m[2]})"),
+    (re.compile(r"CPU threads|preset \S+"), lambda m: "reading the clips and loading the encoders"),
+)
+
+
+def start_phase(log: str) -> str:
+    """What a starting job is doing, read from the newest recognised line of its job.log."""
+    lines = [line.rsplit("\r", 1)[-1] for line in log.replace("\r\n", "\n").split("\n")]
+    for line in reversed([line for line in lines if line.strip()]):
+        for pattern, say in _PHASES:
+            if match := pattern.search(line):
+                return say(match)
+    return "loading Python and its libraries (torch, diffusers)"
+
+
+def _read_log(run: Path) -> str:
+    try:
+        return (Path(run) / JOB_LOG).read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_write(run: Path) -> float | None:
+    """When the run's process last wrote: the newest of job.log, metrics.jsonl and the adapters."""
+    paths = [Path(run) / JOB_LOG, Run(run).metrics_path, *(Run(run).adapter_path(s) for s in STAGES)]
+    stamps = [p.stat().st_mtime for p in paths if p.is_file()]
+    return max(stamps) if stamps else None
 
 
 def read_job(run: Path) -> dict | None:
