@@ -9,12 +9,12 @@ back from the run folder, so a page reload, a second browser or a restarted app 
     RUN/job.log       the process's stdout and stderr (the CLI's one-sentence errors land here)
 
 "command" is the latest launch (`--resume` after a resume); "first_command" the `train` line that
-set the run's settings, kept across resumes. `run_request` rebuilds that line from the run's own
-config.yaml for a run started from a shell.
+set the run's settings, kept across resumes (huvi.train_command rebuilds it from the run's own
+config.yaml for a run started from a shell).
 
 `Jobs.status` turns the pid, RUN/metrics.jsonl, RUN/checkpoints/ and RUN/adapters/ into one of
-    starting      the process is up, loading models and caching clips (no metrics yet; `start_phase`
-                  reads which of these it is doing from job.log)
+    starting      the process is up, loading models and caching clips (no metrics yet; huvi.job_log
+                  reads which of these it is doing)
     running       the process is up and writing metrics
     finished      every stage's adapter is written
     stopped       a stop request ended it cleanly: the newest checkpoint is the last step logged
@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -45,67 +44,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from huvi.category import load_category
-from huvi.config import HuviConfig, load_config
+from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.gpu_lock import HELD_BY_PARENT, GpuLock, pid_alive
 from huvi.io import write_json
+from huvi.job_log import failure_sentence, read_log, start_phase
 from huvi.model_cache import ModelCache
 from huvi.runs import JOB_FILE, JOB_FILES, JOB_LOG, STAGES, Run
+from huvi.train_command import TrainRequest, display_command, first_command, resume_argv, train_argv
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).parent.parent  # `python -m huvi` there runs this very package
 RECENT_SECONDS = 120  # a run without job.json whose metrics changed this recently counts as running elsewhere
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    category: Path
-    run: Path
-    preset: str
-    overrides: tuple[str, ...] = ()  # "key=value", as `--set`
-    stages: tuple[str, ...] = STAGES
-    mode: str = "clip"  # dpo.mode: "clip" (rating pairs) or "dense" (segment-labelled pairs)
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("clip", "dense"):
-            raise HuviError(f"DPO mode {self.mode!r} is unknown; use \"clip\" (ratings) or \"dense\" (segment labels).")
-
-    @property
-    def stage_arg(self) -> str:
-        return "both" if tuple(self.stages) == STAGES else self.stages[0]
-
-
-def train_argv(request: TrainRequest, python: str = sys.executable) -> list[str]:
-    """The CLI command that trains `request`."""
-    argv = [python, "-m", "huvi", "train", "--category", str(request.category), "--out", str(request.run), "--preset", request.preset]
-    if request.stage_arg != "both":
-        argv += ["--stage", request.stage_arg]
-    if request.mode != "clip":
-        argv += ["--mode", request.mode]
-    for override in request.overrides:
-        argv += ["--set", override]
-    return argv
-
-
-def resume_argv(category: Path, run: Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "huvi", "train", "--category", str(category), "--out", str(run), "--resume"]
-
-
-def display_command(argv: list[str], cwd: Path | None = None) -> str:
-    """`argv` as a shell line to copy: `python` for the interpreter, paths relative to `cwd` when inside it."""
-    cwd = Path(cwd or Path.cwd()).resolve()
-
-    def short(arg: str) -> str:
-        path = Path(arg)
-        if path.is_absolute():
-            try:
-                return str(path.resolve().relative_to(cwd))
-            except ValueError:
-                return arg
-        return arg
-
-    return shlex.join(["python", *[short(a) for a in argv[1:]]])
 
 
 @dataclass(frozen=True)
@@ -311,7 +262,7 @@ class Jobs:
             if job.get("stop_requested"):
                 return make("running", "Stopping: finishing the current step, then writing a checkpoint.")
             if not rows:
-                phase = start_phase(_read_log(run))
+                phase = start_phase(read_log(run))
                 return make("starting", f"Starting: {phase}.", can_stop=True, phase=phase)
             return make("running", f"Training the {prog.stage} stage: step {prog.step} of {totals.get(prog.stage, '?')}.", can_stop=True)
         if totals and all(Run(run).adapter_path(s).is_file() for s in totals):
@@ -320,7 +271,7 @@ class Jobs:
         resumable = checkpoint is not None or Run(run).exists()
         if job is None and rows and time.time() - Run(run).metrics_path.stat().st_mtime < RECENT_SECONDS:
             return make("running", "Training, started outside the app (it can only be stopped where it was started).")
-        failure = _failure(run) if job is not None else None
+        failure = failure_sentence(read_log(run), run) if job is not None else None
         if failure:
             return make("failed", failure, can_resume=resumable and checkpoint is not None)
         last = (rows[-1]["stage"], rows[-1]["step"]) if rows else None
@@ -330,83 +281,6 @@ class Jobs:
             return make("interrupted", "The training process ended before training began; start the run again under this name.")
         where = f"from {checkpoint.stage} step {checkpoint.step}" if checkpoint else "from the start"
         return make("interrupted", f"The training process ended without finishing; resume continues {where}.", can_resume=True)
-
-
-def run_request(run: Path, job: dict | None = None) -> TrainRequest:
-    """The request that trains a run like `run` again: its category (job.json or run.json), preset,
-    stages and DPO mode, and every setting of its config.yaml that differs from the preset's as an
-    override. A HuviError when the folder is not a started run."""
-    run = Path(run)
-    cfg = Run(run).read_config()
-    job = job if job is not None else read_job(run) or {}
-    category = job.get("category") or Run(run).read_info().get("category")
-    if not category:
-        raise HuviError(f"{run.name} does not record its category.")
-    stages = tuple(s for s in STAGES if s in (job.get("stages") or STAGES))
-    return TrainRequest(Path(category), run, cfg.preset, tuple(config_overrides(cfg)), stages, cfg.dpo.mode)
-
-
-_PLAIN = re.compile(r"[\w./:-]+")  # a string --set reads back as itself; others are written as JSON (which YAML reads)
-
-
-def config_overrides(cfg: HuviConfig) -> list[str]:
-    """`key=value` for every setting of `cfg` that differs from its preset's (dpo.mode and preset left
-    out: a request carries them itself), in the config's own order."""
-    try:
-        base = load_config(cfg.preset).to_dict()
-    except HuviError:  # a preset file that has moved: every setting is spelled out
-        base = {}
-    out = []
-
-    def walk(node: dict, ref: dict, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(value, ref.get(key) or {}, f"{name}.")
-            elif name not in ("preset", "dpo.mode") and (key not in ref or ref[key] != value):
-                plain = isinstance(value, str) and _PLAIN.fullmatch(value)
-                out.append(f"{name}={value if plain else json.dumps(value)}")
-
-    walk(cfg.to_dict(), base, "")
-    return out
-
-
-def first_command(run: Path, job: dict | None) -> str:
-    """The `train` line that set the run's settings: job.json's, else rebuilt from config.yaml ("" when neither)."""
-    if job and job.get("first_command"):
-        return job["first_command"]
-    if job and job.get("command") and not job.get("resumed"):
-        return job["command"]
-    try:
-        return display_command(train_argv(run_request(run, job)))
-    except HuviError:
-        return ""
-
-
-# What a starting job logs, newest first, and what it means (the CLI, huvi.cache and huvi.trainer write these lines).
-_PHASES = (
-    (re.compile(r"\bstage (motion|dpo): "), lambda m: f"running the first {m[1]} step (the slowest: memory is laid out, kernels are chosen)"),
-    (re.compile(r"preference pairs|segment-labelled pairs"), lambda m: "building the video model"),
-    (re.compile(r"caching latents:\s+\d+%\|.*?\| (\d+)/(\d+)"), lambda m: f"encoding the clips ({m[1]} of {m[2]})"),
-    (re.compile(r"CPU threads|preset \S+"), lambda m: "reading the clips and loading the encoders"),
-)
-
-
-def start_phase(log: str) -> str:
-    """What a starting job is doing, read from the newest recognised line of its job.log."""
-    lines = [line.rsplit("\r", 1)[-1] for line in log.replace("\r\n", "\n").split("\n")]
-    for line in reversed([line for line in lines if line.strip()]):
-        for pattern, say in _PHASES:
-            if match := pattern.search(line):
-                return say(match)
-    return "loading Python and its libraries (torch, diffusers)"
-
-
-def _read_log(run: Path) -> str:
-    try:
-        return (Path(run) / JOB_LOG).read_bytes().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def _last_write(run: Path) -> float | None:
@@ -437,18 +311,3 @@ def _totals(run: Path, job: dict | None, rows: list[dict]) -> dict[str, int]:
         except HuviError:
             pass
     return totals
-
-
-def _failure(run: Path) -> str | None:
-    """The error sentence of a failed job from its job.log, or None when it shows no error."""
-    try:
-        text = (Path(run) / JOB_LOG).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
-    if errors:
-        return errors[-1]
-    if any(line.startswith("Traceback (most recent call last)") for line in lines):
-        return f"The training process crashed with {lines[-1]!r} (a bug; the traceback is in {Path(run).name}/{JOB_LOG})."
-    return None

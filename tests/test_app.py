@@ -32,6 +32,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from helpers import BUSY
 
+from huvi.job_log import log_tail
 from huvi.jobs import Jobs
 from huvi.pairs import form_pairs
 from huvi.synthetic import moving_square
@@ -46,7 +47,7 @@ from ui.pairs import PairsHandlers
 from ui.plots import metric_plots
 from ui.rating import RateHandlers
 from ui.runs import RunsHandlers
-from ui.training import TRAIN_SETTINGS, TrainHandlers, log_tail
+from ui.training import TRAIN_SETTINGS, TrainHandlers
 
 SETTINGS_FOR_3_STEPS = [3, 3, 0, 0, 5000, 1e-3, 1e-3, 0.0, 32, 16]  # steps, seed, previews, beta, lrs, holdout, ranks (tiny)
 
@@ -219,8 +220,8 @@ def test_the_train_form_is_filled_from_the_run_shown(served, tmp_path):
     stages, mode and every setting, and a new run name; its `train` line is rebuilt from config.yaml."""
     ws, tabs, _ = served
     from huvi.config import load_config
-    from huvi.jobs import first_command
     from huvi.runs import Run
+    from huvi.train_command import first_command
 
     run = ws.runs / "from-a-shell"
     settings = ["motion.steps=7", "dpo.steps=9", "seed=4", "dpo.beta=2500", "data.hflip=true", "generate.preview_prompts=[\"a cat\", \"a dog\"]"]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from helpers import BAD_CASES, folder_snapshot, metric_rows
-from huvi.cli import EXIT_BAD_INPUT, build_parser, main
+from huvi.cli import EXIT_BAD_INPUT, main
+from huvi.cli_args import build_parser
 from huvi.runs import Run
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,9 +20,11 @@ from helpers import BAD_CASES, BUSY, metric_rows, wait_for
 
 from huvi.errors import HuviError
 from huvi.gpu_lock import LOCK_FILE
-from huvi.jobs import JOB_FILE, JOB_LOG, Jobs, TrainRequest, display_command, progress, read_job, start_phase, train_argv
+from huvi.job_log import start_phase
+from huvi.jobs import JOB_FILE, JOB_LOG, Jobs, progress, read_job
 from huvi.precision import free_cores
 from huvi.runs import Run
+from huvi.train_command import TrainRequest, display_command, train_argv
 
 
 def dead_pid() -> int:

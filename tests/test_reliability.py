@@ -43,9 +43,10 @@ from huvi.category import clip_frames
 from huvi.cli import EXIT_BAD_INPUT, main
 from huvi.errors import HuviError
 from huvi.io import write_json
-from huvi.jobs import Jobs, TrainRequest
+from huvi.jobs import Jobs
 from huvi.runs import Run
 from huvi.synthetic import moving_square
+from huvi.train_command import TrainRequest
 from huvi.trainer import out_of_memory_advice, train
 from huvi.video import write_clip
 from huvi.workspace import PresetChoice, Workspace, add_clip, set_score

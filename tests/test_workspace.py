@@ -150,9 +150,17 @@ def test_the_same_file_twice_is_refused(ws, clip_files):
         (lambda p: p.with_suffix(".avi").write_bytes(b"RIFF"), "not a supported clip type"),
         (lambda p: p.write_bytes(b""), "the file is empty"),
         (lambda p: p.write_text("not a video\n" * 20), "could not be decoded as a video"),
-        (lambda p: write_clip(p, moving_square(1, seed=7, frames=10, size=32)), "only 4 frames at stride 3, but 8 are needed"),
+        # 10 frames: long enough at stride 1, which the sentence names with the setting's two spellings
+        (
+            lambda p: write_clip(p, moving_square(1, seed=7, frames=10, size=32)),
+            (
+                r"only 4 frames at stride 3, but 8 are needed; use a clip of at least 24 frames, or train with data.stride=1 "
+                r"\(`--set data.stride=1`, or that line under the Train tab's Advanced settings\)\.$"
+            ),
+        ),
+        (lambda p: write_clip(p, moving_square(1, seed=7, frames=4, size=32)), r"only 2 frames at stride 3, but 8 are needed; use a clip of at least 24 frames\.$"),
     ],
-    ids=["avi", "empty", "text", "too_short"],
+    ids=["avi", "empty", "text", "too_short", "too_short_at_any_stride"],
 )
 def test_a_bad_upload_is_refused_and_nothing_is_copied(ws, tmp_path, make, message):
     root = ws.create_category("squares", "a square")

@@ -125,7 +125,7 @@ def build_app(ctx: Context) -> gr.Blocks:
         pairs["reshuffle"].click(lambda: (pairs_h.new_seed(),) * 2, outputs=[pairs["seed"], seed], api_visibility="private")
         pairs["seed"].input(lambda value: value, inputs=pairs["seed"], outputs=seed, api_visibility="private")
         seed.input(lambda value: value, inputs=seed, outputs=pairs["seed"], api_visibility="private")
-        train["preset"].input(lambda value: value, inputs=seed, outputs=pairs["seed"], api_visibility="private")
+        train["preset_picked"].then(lambda value: value, inputs=seed, outputs=pairs["seed"], api_visibility="private")
 
         # On every page load: the lists, the run training now (state lives on disk) and the form filled
         # from that run, so what the form says and what trains below agree.

@@ -3,7 +3,7 @@ Resume of a background job (huvi.jobs), and everything shown about the run being
 progress with elapsed and finish times, plots, preview clips and the log.
 
 The form follows the run shown below it: on page load and when a run is picked, its fields are
-filled from that run (huvi.jobs.run_request), so a reloaded page shows the settings that are
+filled from that run (huvi.train_command.run_request), so a reloaded page shows the settings that are
 training. Start makes a new run under a new name.
 """
 
@@ -17,10 +17,12 @@ import gradio as gr
 from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.gpu_lock import busy_subject
-from huvi.jobs import JobStatus, TrainRequest, display_command, read_job, resume_argv, run_request, train_argv
+from huvi.job_log import log_tail
+from huvi.jobs import JobStatus, read_job
 from huvi.precision import cpu_load, free_cores
 from huvi.previews import list_previews
 from huvi.runs import STAGES, Run
+from huvi.train_command import TrainRequest, display_command, resume_argv, run_request, train_argv
 from huvi.workspace import preset_note
 from ui.common import Context, clock, duration, escape, plural, user_errors
 from ui.plots import PLOTS, metric_plots
@@ -145,7 +147,8 @@ class TrainHandlers(Context):
         prompts, a new run name, the note above the form) filled from the settings of `run_name`."""
         keep = [gr.skip()] * (6 + len(TRAIN_SETTINGS))
         try:
-            request = run_request(self.run_dir(run_name))
+            run_dir = self.run_dir(run_name)
+            request = run_request(run_dir, read_job(run_dir))
             cfg = Run(request.run).read_config()
         except HuviError:
             return keep + [self.new_run_name(self.default_category()), ""]
@@ -329,16 +332,3 @@ def _holds_out(run_dir: Path) -> bool:
         return Run(run_dir).read_config().data.holdout > 0
     except HuviError:
         return False
-
-
-def log_tail(run_dir: Path, lines: int = 40) -> str:
-    """The end of the job's output (job.log), or of train.log for a run started outside the app.
-
-    A progress bar rewrites its line with carriage returns; only its latest state is kept."""
-    for name in ("job.log", "train.log"):
-        path = Path(run_dir) / name
-        if path.is_file():
-            text = path.read_bytes().decode("utf-8", errors="replace")  # keeps the carriage returns
-            kept = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
-            return "\n".join([line for line in kept if line.strip()][-lines:])
-    return ""

@@ -95,7 +95,8 @@ def train_tab(h: TrainHandlers) -> dict:
     for component in inputs:
         component.change(h.command, inputs=inputs, outputs=command, api_visibility="private", show_progress="hidden")
     preset.change(h.preset_info, inputs=preset, outputs=preset_info, api_visibility="private")
-    preset.input(h.preset_values, inputs=preset, outputs=settings, api_visibility="private")  # a user's pick; a filled form keeps its run's values
+    # a user's pick fills in the preset's values; a form filled from a run keeps the run's
+    preset_picked = preset.input(h.preset_values, inputs=preset, outputs=settings, api_visibility="private")
     category.change(h.new_run_name, inputs=category, outputs=run_name, api_visibility="private")
     start.click(
         h.start, inputs=inputs, outputs=[watch, run_name], api_name="start_training", concurrency_limit=1, concurrency_id=GPU, show_progress_on=state
@@ -111,4 +112,6 @@ def train_tab(h: TrainHandlers) -> dict:
     watch.change(refresh_view, inputs=[watch, seen], outputs=[*shown, seen], api_visibility="private", show_progress="hidden")
     timer.tick(refresh_view, inputs=[watch, seen], outputs=[*shown, seen], api_visibility="private", show_progress="hidden", concurrency_limit=None)
     gr.api(h.job_status, api_name="job_status")
-    return {"watch": watch, "category": category, "preset": preset, "settings": settings, "command": command, "inputs": inputs, "form": form}
+    return {
+        "watch": watch, "category": category, "preset_picked": preset_picked, "settings": settings, "command": command, "inputs": inputs, "form": form,
+    }
