@@ -161,6 +161,8 @@ def test_a_few_dpo_spikes_do_not_flatten_the_loss_curve():
     assert plot.title == "DPO loss — 2 spikes beyond the y-range"
     calm = metric_plots([{"stage": "motion", "step": s, "loss": 1.0 - 0.01 * s} for s in range(1, 50)], {"motion": 50})["motion_loss"]
     assert calm.y_lim is None and calm.title == "Motion loss"  # nothing to cut: fitted to every point
+    short = metric_plots(rows[:10], {"dpo": 100})["dpo_loss"]
+    assert short.y_lim is None and short.title == "DPO loss"  # 10 steps: too few to tell a spike from the curve
 
 
 def test_log_tail_keeps_a_progress_bar_s_last_state(tmp_path):

@@ -69,9 +69,10 @@ def _plot_frame(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def robust_range(raw: pd.Series, smooth: pd.Series) -> tuple[list[float] | None, int]:
     """A y-range that holds every running-mean value and the central KEEP of the raw values, padded
-    by a tenth; and how many raw values fall outside it. None when nothing would be cut."""
+    by a tenth; and how many raw values fall outside it. None when nothing would be cut, or when
+    there are too few values (under SMOOTH) to tell a spike from the curve."""
     raw, smooth = raw.dropna(), smooth.dropna()
-    if raw.empty:
+    if len(raw) < SMOOTH:
         return None, 0
     tail = (1 - KEEP) / 2
     low = min(raw.quantile(tail), smooth.min() if not smooth.empty else raw.min())

@@ -81,7 +81,7 @@ def category_tab(h: CategoryHandlers, version: gr.Number) -> dict:
         with gr.Row():
             seen_first = gr.Image(label="First frame as stored; the outline is what training keeps", interactive=False, height=240, scale=2, elem_classes="huvi-upscale")
             seen_note = gr.Markdown()
-        seen_frames = gr.Gallery(label="The frames training reads, at training size (source frame numbers)", columns=8, object_fit="contain", elem_classes="huvi-pixels")
+        seen_frames = gr.Gallery(label="The frames training reads, at training size (source frame numbers)", columns=8, object_fit="contain", elem_classes="huvi-pixels", fit_columns=False)
 
     state = quiet()
     save_prompt.click(h.save_prompt, inputs=[category, prompt], outputs=summary, api_name="save_prompt", show_progress_on=state)
