@@ -67,8 +67,7 @@ class Progress:
     total: int  # steps of all requested stages
     seconds_per_step: float | None  # mean over the newest rows of the current stage
     eta_seconds: float | None  # remaining steps at that rate (later stages are assumed as fast)
-    stages: tuple[str, ...] = STAGES  # the stages the run trains
-    totals: dict[str, int] = field(default_factory=dict)  # stage -> its planned steps
+    totals: dict[str, int] = field(default_factory=dict)  # stage -> its planned steps, for each stage the run trains
 
     @property
     def fraction(self) -> float:
@@ -84,11 +83,11 @@ def progress(rows: list[dict], totals: dict[str, int], window: int = 20) -> Prog
     done = sum(min(last_step[s], totals[s]) for s in totals)
     total = sum(totals.values())
     if not rows:
-        return Progress(None, 0, done, total, None, None, tuple(totals), dict(totals))
+        return Progress(None, 0, done, total, None, None, dict(totals))
     stage, step = rows[-1].get("stage"), int(rows[-1].get("step", 0))
     recent = [float(r["seconds"]) for r in rows[-window:] if r.get("stage") == stage and "seconds" in r]
     rate = sum(recent) / len(recent) if recent else None
-    return Progress(stage, step, done, total, rate, (total - done) * rate if rate is not None else None, tuple(totals), dict(totals))
+    return Progress(stage, step, done, total, rate, (total - done) * rate if rate is not None else None, dict(totals))
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 One user's session, in the order of the tabs: make a category (its name with spaces made safe, a
 refusal that keeps the typed text), upload eight clips and a broken file, look at what training
-sees of a clip, reload (the Train tab offers the new category), rate the clips, look at the pairs
-with their thumbnails and pick their seed, train a tiny run with a second preview prompt (a refused
-start first; the starting phase, the disabled Start and the page reloaded while it trains, the form
-then showing the run's settings; both stages' plots and the preview gallery), generate with it
+sees of a clip, rate the clips, look at the pairs with their thumbnails and pick their seed, train a
+tiny run with a second preview prompt (a refused start first; the starting phase, the disabled
+Start and the page reloaded while it trains, the form then showing the run's settings and the
+lists read again; both stages' plots and the preview gallery), generate with it
 (the run's own settings shown, its earlier clips listed), export it and download the zip, see it in
 the Runs tab, and label a DenseDPO pair whose clips stay out of the Rate tab. A screenshot of every
 tab goes to $HUVI_ARTIFACTS/screenshots/ (default test-artifacts/screenshots/).
@@ -227,19 +227,6 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     expect(gallery(page, "The frames training reads").locator(".caption-label")).to_have_count(10)  # frames 0, 3, ..., 27
     page.screenshot(path=str(shots / "1-category.png"), full_page=True)
 
-    # The Train tab's lists are read again on load: a category made in this session is offered there
-    # after a reload, and the default run name is made now, not when the app started.
-    reloaded = time.time()
-    page.reload()
-    open_tab(page, "4 · Train")
-    category_picker(page).click()
-    page.get_by_role("option", name=category).wait_for()
-    page.keyboard.press("Escape")
-    stamp = page.get_by_label("Run name (a new folder under runs/)").input_value().rsplit("-", 2)
-    assert time.mktime(time.strptime(f"{stamp[1]}-{stamp[2]}", "%Y%m%d-%H%M%S")) >= int(reloaded) - 1, stamp
-    open_tab(page, "1 · Category")
-    pick_category(page, category)
-
     # 2 · Rate: every clip playable, each rating saved as it is clicked
     open_tab(page, "2 · Rate")
     shown(page, "rate at least 4 more of its 8 unrated clips").wait_for()  # not "add clips": they are there
@@ -266,7 +253,7 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
 
     # 4 · Train: a tiny run in the background; the page is reloaded while it trains
     open_tab(page, "4 · Train")
-    assert category_picker(page).input_value() == category  # the category picked in tab 1
+    assert category_picker(page).input_value() == category  # the category made in tab 1
     assert page.get_by_label("Seed (also decides the pair order)").input_value() == "7"
     page.get_by_label("Motion steps").fill(str(MOTION_STEPS))
     page.get_by_label("DPO steps").fill(str(DPO_STEPS))
@@ -292,19 +279,27 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     shown(page, "Motion loss", exact=True).wait_for()  # the plot, drawn from the metrics so far
     page.get_by_text(f"/ {MOTION_STEPS + DPO_STEPS} steps").wait_for()  # the progress bar
 
+    reloaded = time.time()
     page.reload()  # nothing lives in the page: the job is found again through its run folder, and the form follows it
     open_tab(page, "4 · Train")
     page.locator("h3", has_text="running").wait_for()
     expect(page.locator("h3", has_text=run)).to_be_visible()
     expect(page.get_by_role("button", name="Stop (checkpoint)")).to_be_enabled()
+    open_tab(page, "5 · Generate")  # one job at a time, and the Generate tab says so (this machine has no GPU)
+    shown(page, f"This machine is busy (training {run}).").wait_for()
+    open_tab(page, "4 · Train")
     expect(page.get_by_label("Motion steps")).to_have_value(str(MOTION_STEPS))
     expect(page.get_by_label("DPO steps")).to_have_value(str(DPO_STEPS))
     expect(page.get_by_label("More preview prompts, one per line")).to_have_value(PREVIEW_PROMPT)
     assert category_picker(page).input_value() == category
     shown(page, f"The form holds the settings of {run}").wait_for()
-    open_tab(page, "5 · Generate")  # one job at a time, and the Generate tab says so (this machine has no GPU)
-    shown(page, f"This machine is busy (training {run}).").wait_for()
-    open_tab(page, "4 · Train")
+    # the lists are read again on load (a category made in this session is offered), and the new run
+    # name is made now, not when the app started
+    category_picker(page).click()
+    page.get_by_role("option", name=category).wait_for()
+    page.keyboard.press("Escape")
+    stamp = page.get_by_label("Run name (a new folder under runs/)").input_value().rsplit("-", 2)
+    assert time.mktime(time.strptime(f"{stamp[1]}-{stamp[2]}", "%Y%m%d-%H%M%S")) >= int(reloaded) - 1, stamp
 
     total = MOTION_STEPS + DPO_STEPS
     page.locator("h3", has_text="done").wait_for(timeout=TRAIN_TIMEOUT_MS)

@@ -30,7 +30,7 @@ def generate_tab(h: GenerateHandlers) -> dict:
             compared = gr.Video(label="Without DPO | with DPO", interactive=False, loop=True, visible=False, height=360)
             used_frame = gr.Image(label="First frame used", interactive=False, height=200, elem_classes="huvi-upscale")
             note = gr.Markdown()
-    samples = gr.Gallery(label="Earlier clips of this run", columns=6, visible=False, allow_preview=False, elem_classes="huvi-pixels", fit_columns=False)
+    samples = gr.Gallery(label="Earlier clips of this run", columns=6, height=260, visible=False, allow_preview=False, elem_classes="huvi-pixels", fit_columns=False)
     for trigger in (run.change,):
         trigger(h.run_defaults, inputs=run, outputs=[prompt, steps, guidance, first_frame], api_visibility="private")
         trigger(h.samples_gallery, inputs=run, outputs=samples, api_visibility="private")

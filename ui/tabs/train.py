@@ -72,7 +72,7 @@ def train_tab(h: TrainHandlers) -> dict:
             "winners rising too means the learning rate is too high."
         )
         health = gr.LinePlot(**(plot | {"visible": True}))
-    previews = gr.Gallery(label="Previews", columns=6, visible=False, elem_classes="huvi-pixels", fit_columns=False)
+    previews = gr.Gallery(label="Previews", columns=6, height=260, visible=False, elem_classes="huvi-pixels", fit_columns=False)
     with gr.Accordion("Log", open=False):
         log = gr.Textbox(lines=14, max_lines=14, show_label=False, autoscroll=True, interactive=False)
     seen = gr.State({})
