@@ -131,6 +131,16 @@ def test_tiny_train_writes_the_run_folder(category, tmp_path, capsys, caplog):
     assert "CPU threads: " in logged and "fp32 precision" in logged and "no precision" not in logged
 
 
+def test_a_gpu_preset_on_a_cpu_is_warned_about(category, tmp_path, caplog, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    caplog.set_level(logging.WARNING, logger="huvi")
+    code = main(["train", "--category", str(category), "--out", str(tmp_path / "run"), "--preset", "sd15-12gb", "--steps", "1"])
+    assert code == EXIT_BAD_INPUT and "hf download" in capsys.readouterr().err  # offline, it then stops at the missing weights
+    assert "preset sd15-12gb is for a GPU and there is none here: each step takes minutes on the CPU; use --preset tiny" in caplog.text
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "check", "generate", "export", "metrics", "dense-pairs", "bench", "make-test-weights"])
 def test_every_option_is_explained_and_every_command_has_examples(command, capsys):
     parser = build_parser()
