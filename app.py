@@ -22,18 +22,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from huvi.jobs import Jobs  # after parsing, so that --help answers without loading torch and gradio
+    # After parsing, so that --help answers without loading torch and gradio. The CLI's logging setup
+    # comes first: it quiets the libraries (bitsandbytes' optional-kernel warning among them) before
+    # the app's imports load them, as in every training job's log.
+    from huvi.cli import setup_logging
+
+    setup_logging(verbose=False)
+    from huvi.jobs import Jobs
     from huvi.workspace import MAX_CLIP_BYTES, Workspace, choose_preset
     from ui.app import CSS, THEME, build_app
-    from ui.handlers import Handlers
+    from ui.common import Context
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("huvi").setLevel(logging.INFO)
+    log = logging.getLogger("huvi")
     workspace = Workspace.from_env()
     workspace.prepare()
     preset = choose_preset()
-    logging.getLogger("huvi").info("categories in %s, runs in %s, preset %s (%s)", workspace.categories, workspace.runs, preset.name, preset.reason)
-    demo = build_app(Handlers(workspace, Jobs(workspace.runs), preset))
+    log.info("categories in %s, runs in %s, preset %s (%s)", workspace.categories, workspace.runs, preset.name, preset.reason)
+    demo = build_app(Context(workspace, Jobs(workspace.runs), preset))
     demo.queue(default_concurrency_limit=1)
     demo.launch(
         server_name=args.host,
@@ -43,7 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         max_file_size=MAX_CLIP_BYTES,  # add_clip's own limit: Gradio stops a larger upload as it arrives
         theme=THEME,
         css=CSS,
+        quiet=True,  # Gradio's own start lines advise `share=True`; this app's flag is --share (below)
+        prevent_thread_lock=True,
     )
+    public = f" and {demo.share_url}" if demo.share_url else " (add --share for a public gradio.live link)"
+    log.info("serving on %s%s; Ctrl-C stops the app (training jobs keep running)", demo.local_url, public)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

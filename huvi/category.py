@@ -206,11 +206,17 @@ def _structure(root: Path) -> _Parsed:
             scores[name] = value
     parsed.pairs, pair_problems = _parse_pairs(data.get("pairs", []), meta.name, files, clip_dir)
     problems += pair_problems
-    for name in sorted(files - set(raw_scores) - set(parsed.clip_names())):
+    unrated = sorted(files - set(raw_scores) - set(parsed.clip_names()))
+    for name in unrated:
         problems.append(Problem("warning", f"{name}: in clips/ but has no score, so it is not used; rate it 1-5."))
 
     if len(scores) < MIN_CLIPS:
-        problems.append(Problem("error", f"{root.name} has {len(scores)} usable rated clips; add clips until there are at least {MIN_CLIPS} (8-16 works best)."))
+        missing = MIN_CLIPS - len(scores)
+        if len(unrated) >= missing:  # the clips are there, only their ratings are missing
+            todo = f"rate at least {missing} more of its {len(unrated)} unrated clips 1-5 (the app's Rate tab, or \"scores\" in category.json)"
+        else:
+            todo = f"add clips and rate them until at least {MIN_CLIPS} are rated"
+        problems.append(Problem("error", f"{root.name} has {len(scores)} usable rated clips; {todo} (8-16 works best)."))
     elif not ADVISED_CLIPS[0] <= len(scores) <= ADVISED_CLIPS[1]:
         problems.append(Problem("warning", f"{root.name} has {len(scores)} rated clips; the method is tuned for 8-16."))
     if scores and len(set(scores.values())) < 2 and not any(p.labelled for p in parsed.pairs):
@@ -293,9 +299,16 @@ def clip_frames(path: Path, data: DataConfig):
     """The clip's strided, fitted frames (f, h, w, 3) uint8, refusing clips shorter than data.frames."""
     frames = read_clip(path, data.width, data.height, stride=data.stride, max_frames=data.max_cached_frames)
     if len(frames) < data.frames:
+        source = (len(frames) - 1) * data.stride + 1  # at least this many frames are in the file
+        stride = (source - 1) // (data.frames - 1)  # the largest stride that still keeps data.frames of them
+        smaller = (
+            f", or train with data.stride={stride} (`--set data.stride={stride}`, or that line under the Train tab's Advanced settings)"
+            if 1 <= stride < data.stride
+            else ""
+        )
         raise HuviError(
             f"{Path(path).name}: only {len(frames)} frame{'s' if len(frames) != 1 else ''} at stride {data.stride}, but {data.frames} are needed; "
-            f"use a clip of at least {data.frames * data.stride} frames or lower data.stride."
+            f"use a clip of at least {data.frames * data.stride} frames{smaller}."
         )
     return frames
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from huvi.cli_args import build_parser
 from huvi.errors import HuviError
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from huvi.config import load_config
-    from huvi.precision import default_preset
+    from huvi.precision import default_preset, set_cpu_threads
     from huvi.trainer import train
 
     stages = ("motion", "dpo") if args.stage == "both" else (args.stage,)
@@ -76,6 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(preset, overrides)
     if not args.resume:
         logger.info("preset %s%s", preset, "" if args.preset else " (no --preset given: chosen for this machine)")
+        warn_full_size_on_cpu(cfg)
+    set_cpu_threads()
 
     stop = {"requested": False}
 
@@ -94,13 +98,43 @@ def cmd_train(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
     from accelerate import PartialState
 
-    if PartialState().is_main_process:  # under `accelerate launch`, one process reports
-        for row in result.last.values():
-            print(json.dumps(row))
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        return EXIT_STOPPED if result.stopped else 0
+    for row in result.last.values():
+        print(json.dumps(row))
     if result.stopped:
         print(f"Stopped; continue with: python -m huvi train --category {args.category} --out {args.out} --resume", file=sys.stderr)
         return EXIT_STOPPED
+    print(next_steps(args.out), file=sys.stderr)
     return 0
+
+
+def warn_full_size_on_cpu(cfg: HuviConfig) -> None:
+    """Say so when a preset built for a GPU is about to train on a CPU (minutes per step, hours per stage)."""
+    import torch
+
+    if cfg.model.source != "tiny" and not torch.cuda.is_available():
+        logger.warning(
+            "preset %s is for a GPU and there is none here: each step takes minutes on the CPU; use --preset tiny to try the flow.", cfg.preset
+        )
+
+
+def next_steps(out: Path) -> str:
+    """What a finished `train` says last: where its adapters are, and the commands that use them."""
+    from huvi.runs import STAGES, Run
+
+    run = Run(out)
+    written = [run.adapter_path(stage).name for stage in STAGES if run.adapter_path(stage).is_file()]
+    prompt = run.read_info().get("prompt") or "your prompt"
+    name = Path(out).name
+    return "\n".join(
+        [
+            f"Adapters written to {Path(out) / 'adapters'}: {', '.join(written)}.",
+            "Next:",
+            f"  python -m huvi generate --run {shlex.quote(str(out))} --prompt {shlex.quote(prompt)} --compare --out {shlex.quote(str(Path(out) / 'samples' / 'clip.mp4'))}",
+            f"  python -m huvi export --run {shlex.quote(str(out))} --out {shlex.quote(str(Path(out) / 'export' / f'{name}.safetensors'))} --zip",
+        ]
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -192,7 +226,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from huvi.export import export_run
 
     result = export_run(args.run, args.format, args.out, merge=args.merge)
-    print(json.dumps({"files": [str(f) for f in result.files], "card": str(result.card)}))
+    line = {"files": [str(f) for f in result.files], "card": str(result.card)}
+    if args.zip:
+        from huvi.bundle import bundle_export
+
+        line["zip"] = str(bundle_export(result, args.run, Path(args.out).with_suffix(".zip")))
+    print(json.dumps(line))
     return 0
 
 
@@ -258,114 +297,24 @@ def cmd_make_test_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m huvi", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train the motion and/or DPO adapter of a category")
-    p.add_argument("--category", type=Path, required=True, help="category folder (category.json + clips/)")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create (or continue with --resume)")
-    p.add_argument("--preset", help="preset name from presets/ or a YAML path (default: sd15-24gb with a GPU, tiny without)")
-    p.add_argument("--stage", choices=("motion", "dpo", "both"), default="both")
-    p.add_argument("--steps", type=int, help="steps of each selected stage (overrides the preset)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    p.add_argument("--mode", choices=("clip", "dense"), help="DPO on rated clip pairs (clip, the default) or on segment-labelled explicit pairs (dense); sets dpo.mode")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. --set dpo.beta=2500 (repeatable)")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("evaluate", help="pair accuracy of a run's DPO adapter on a category (prints one JSON line)")
-    p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--category", type=Path, required=True, help="may be a category the run never saw")
-    p.add_argument("--samples", type=int, help="noise/timestep draws per pair (default: the run's dpo.eval_samples)")
-    p.add_argument("--mode", choices=("clip", "dense"), help="score clip pairs, or each labelled segment of the explicit pairs (default: the run's dpo.mode)")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser(
-        "check",
-        help="validate a category folder, or loose clip files, and list every problem (one sentence each)",
-        description="Validate a category (category.json, ratings, pairs; every clip it uses is decoded) or, with --clips, "
-        "each given file as the app's upload would: type, size, decoding, length. A folder without category.json gets "
-        "a line for each of its files too. Exit code 2 when anything must be fixed.",
-    )
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--category", type=Path, help="category folder (category.json + clips/)")
-    what.add_argument("--clips", type=Path, nargs="+", metavar="FILE", help="clip files, or folders of them, to check one by one")
-    p.add_argument("--preset", help="preset whose frame count and size the clips must fit")
-    p.set_defaults(func=cmd_check)
-
-    p = sub.add_parser("generate", help="make a clip with a run's adapters, first-frame-conditioned")
-    p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--first-frame", type=Path, help="image for frame 0 (default: DPO-SDXL draws one from the prompt)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="denoising steps (default: the run's generate.steps)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the run's generate.guidance)")
-    p.add_argument("--dpo-scale", type=float, default=1.0, help="strength of the DPO adapter (0 = motion adapter only)")
-    p.add_argument("--motion-scale", type=float, default=1.0, help="strength of the motion adapter")
-    p.add_argument("--compare", action="store_true", help="also write the same seed without DPO, and both side by side")
-    p.add_argument("--out", type=Path, required=True, help="FILE.mp4 or FILE.gif")
-    p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser("export", help="write a run's LoRA for diffusers, kohya-style tools or ComfyUI")
-    p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--format", choices=("diffusers", "kohya", "comfy-motion"), default="diffusers")
-    p.add_argument("--merge", action="store_true", help="motion and DPO adapters combined into one file")
-    p.add_argument("--out", type=Path, required=True, help="FILE.safetensors (a model card README.md goes beside it)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("metrics", help="temporal consistency (SSIM, MSE) and CLIP score of clips, one JSON line each")
-    p.add_argument("videos", type=Path, nargs="+")
-    p.add_argument("--prompt", help="text for the CLIP score (skipped when no CLIP model is on this machine)")
-    p.add_argument("--clip-model", default="openai/clip-vit-large-patch14", help="CLIP model id or folder, never downloaded")
-    p.set_defaults(func=cmd_metrics)
-
-    p = sub.add_parser("dense-pairs", help="make aligned pairs (DenseDPO) from category clips with a run's model; prints one JSON line per pair")
-    p.add_argument("--run", type=Path, required=True, help="a run with a trained motion adapter (its DPO adapter is used too when present)")
-    p.add_argument("--category", type=Path, required=True, help="the clips are read from and written into this category")
-    p.add_argument("--clips", nargs="+", metavar="CLIP", help="source clip file names (default: every rated clip)")
-    p.add_argument("--eta", type=float, help="noising strength in (0, 1] (default: the run's dense.eta, 0.75)")
-    p.add_argument("--seed", type=int, default=0, help="decides both clips' noise; also part of their file names")
-    p.add_argument("--segments", type=int, help="segments per pair (default: data.frames / dense.segment_frames)")
-    p.set_defaults(func=cmd_dense_pairs)
-
-    p = sub.add_parser("bench", help="memory, speed and MFU of training steps, or load time and host memory (--load); one JSON line each")
-    p.add_argument("--preset", help="preset name or YAML path (default: sd15-24gb with a GPU, tiny without)")
-    p.add_argument("--all-presets", action="store_true", help="every preset in presets/")
-    p.add_argument("--stage", choices=("motion", "dpo", "both"), default="both")
-    p.add_argument("--steps", type=int, default=10, help="timed steps after the warm-up")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (kernel selection, allocator, optimizer state)")
-    p.add_argument("--naive", action="store_true", help="also run the published-code baseline and print naive/huvi ratios")
-    p.add_argument("--estimate", action="store_true", help="print meta-device memory and FLOP estimates instead of running steps")
-    p.add_argument(
-        "--load", action="store_true",
-        help="load the preset's weights (Hub ids or folders, as train does) and run its first step: load seconds and peak host memory",
-    )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for `huvi train` (repeatable)")
-    p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for a GPU not in the built-in table")
-    p.add_argument("--json-out", type=Path, help="also write the JSON lines to this file")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser(
-        "make-test-weights",
-        help="write full-size SD1.5 and AnimateDiff folders with random weights (diffusers layout, ~6 GB) for offline checks",
-        description="Writes DIR/stable-diffusion-v1-5 and DIR/animatediff-motion-adapter-v1-5-2 with full-size random "
-        "weights from huvi/configs/ (tokenizer built offline), so the real loading code runs without a download. "
-        "Point a preset at them with the printed --set values. A complete folder is reused.",
-    )
-    p.add_argument("dir", type=Path, metavar="DIR")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    p.add_argument("--force", action="store_true", help="write them again even when DIR already holds them")
-    p.set_defaults(func=cmd_make_test_weights)
-    return parser
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "check": cmd_check,
+    "generate": cmd_generate,
+    "export": cmd_export,
+    "metrics": cmd_metrics,
+    "dense-pairs": cmd_dense_pairs,
+    "bench": cmd_bench,
+    "make-test-weights": cmd_make_test_weights,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        return args.func(args)
+        return COMMANDS[args.command](args)
     except HuviError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

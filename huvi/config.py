@@ -204,6 +204,7 @@ class GenerateConfig:
     negative_prompt: str = ""  # the unconditional branch of guidance
     fps: int = 8  # frames per second of written clips (16 frames at stride 2 of 24 fps footage ~ 1.3 s)
     preview_every: int = 0  # training steps between preview clips in RUN/previews (0: none)
+    preview_prompts: list[str] = field(default_factory=list)  # more prompts per preview, besides the category's (huvi.previews)
     first_frame: FirstFrameConfig = field(default_factory=FirstFrameConfig)
 
     def __post_init__(self) -> None:
@@ -212,6 +213,10 @@ class GenerateConfig:
         _check(self.scheduler in ("ddim", "euler", "dpm++"), f"generate.scheduler must be ddim, euler or dpm++, not {self.scheduler!r}.")
         _check(self.fps >= 1, f"generate.fps must be at least 1, not {self.fps}.")
         _check(self.preview_every >= 0, f"generate.preview_every must be 0 (off) or more, not {self.preview_every}.")
+        _check(
+            isinstance(self.preview_prompts, list) and all(isinstance(p, str) and p.strip() for p in self.preview_prompts),
+            f"generate.preview_prompts must be a list of prompts, e.g. [\"a cat jumping\"], not {self.preview_prompts!r}.",
+        )
 
 
 @dataclass

@@ -7,6 +7,7 @@ keeps one between Generate clicks (huvi.model_cache). DenseDPO's aligned pairs (
 with it too.
 
     OUT.mp4 (or .gif)      the clip with the adapters at the asked strengths
+    OUT.json               what made it: prompt, seed, steps, guidance, strengths (`list_samples` reads them back)
     OUT.first.png          the first frame it was conditioned on
     OUT.nodpo.mp4          with compare: the same seed without the DPO adapter
     OUT.compare.mp4        with compare: without | with DPO, side by side
@@ -14,9 +15,10 @@ with it too.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,8 @@ from huvi.cache import encode_frames, encode_prompt
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.first_frame import dpo_sdxl_frame, load_image
-from huvi.io import atomic_write
-from huvi.precision import default_device, resolve_precision, weight_dtype
+from huvi.io import atomic_write, write_json
+from huvi.precision import default_device, precision_name, resolve_precision, weight_dtype
 from huvi.runs import Run
 from huvi.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.video import write_clip
@@ -62,8 +64,32 @@ class GenerateRequest:
 class GenerateResult:
     video: Path
     first_frame: Path
+    settings: Path | None = None  # OUT.json
     without_dpo: Path | None = None
     compare: Path | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A clip generated earlier, with what made it (OUT.json)."""
+
+    video: Path
+    settings: dict  # GenerateRequest's fields, with the steps and guidance actually used
+
+
+def list_samples(run_dir: Path) -> list[Sample]:
+    """The clips generated with a run into RUN/samples/ (the app's), newest first."""
+    folder = Path(run_dir) / "samples"
+    found = []
+    for path in folder.glob("*.json") if folder.is_dir() else ():
+        video = next((v for v in (path.with_suffix(".mp4"), path.with_suffix(".gif")) if v.is_file()), None)
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if video is not None and isinstance(settings, dict):
+            found.append(Sample(video, settings))
+    return sorted(found, key=lambda sample: sample.video.stat().st_mtime, reverse=True)
 
 
 def sibling(out: Path, tag: str, suffix: str | None = None) -> Path:
@@ -129,7 +155,7 @@ class RunModel:
         self.unet.to(self.device, self.dtype).eval()  # eval: no LoRA dropout while sampling
         self.encoders: Encoders = load_encoders(self.cfg.model, self.dtype)
         self.train_scheduler = load_scheduler(self.cfg.model)
-        logger.info("loaded %s for sampling (%s, %s precision, adapters %s)", self.run_dir.name, self.device, self.precision, "+".join(self.present))
+        logger.info("loaded %s for sampling (%s, %s precision, adapters %s)", self.run_dir.name, self.device, precision_name(self.precision), "+".join(self.present))
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """(tokens, dim) embeddings in the model's dtype, on its device; the text encoder visits the device."""
@@ -208,15 +234,17 @@ class RunModel:
 
         frames = run_with(request.dpo_scale)
         write_clip(out, frames, gen_cfg.fps)
-        result = GenerateResult(video=out, first_frame=sibling(out, "first", ".png"))
+        result = GenerateResult(video=out, first_frame=sibling(out, "first", ".png"), settings=out.with_suffix(".json"))
         _write_png(result.first_frame, first)
+        used = asdict(request) | {"steps": steps, "guidance": guidance, "first_frame": str(request.first_frame) if request.first_frame else None}
+        write_json(result.settings, used)
         if request.compare:
             without = run_with(0.0)
             result.without_dpo = sibling(out, "nodpo")
             result.compare = sibling(out, "compare")
             write_clip(result.without_dpo, without, gen_cfg.fps)
             write_clip(result.compare, side_by_side(without, frames), gen_cfg.fps)
-        logger.info("wrote %s (%d frames, seed %d, %d steps, guidance %.1f, %s)", out, len(frames), request.seed, steps, guidance, self.precision)
+        logger.info("wrote %s (%d frames, seed %d, %d steps, guidance %.1f, %s)", out, len(frames), request.seed, steps, guidance, precision_name(self.precision))
         return result
 
 

@@ -72,7 +72,7 @@ class GpuLock:
         with file_lock(self.runs / GUARD_FILE):
             lock = self.live()
             if lock is not None:
-                raise HuviError(f"The GPU is busy ({lock.get('what', 'another job')}); one job runs at a time, so stop it or wait for it to finish.")
+                raise HuviError(f"{busy_subject()} is busy ({lock.get('what', 'another job')}); one job runs at a time, so stop it or wait for it to finish.")
             write_json(path, record)  # replaces a lock whose holder is gone
 
         def set_holder(pid: int) -> None:
@@ -85,6 +85,13 @@ class GpuLock:
             raise
         if not keep:
             path.unlink(missing_ok=True)
+
+
+def busy_subject() -> str:
+    """What a running job occupies, in words: "The GPU", or "This machine" on one without a CUDA GPU."""
+    import torch  # here: the lock itself is read by light processes too
+
+    return "The GPU" if torch.cuda.is_available() else "This machine"
 
 
 def held_by_parent() -> bool:

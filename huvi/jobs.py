@@ -4,11 +4,17 @@ The app never trains in its own process. `Jobs.start` launches the CLI in a new 
 its output in RUN/job.log and records RUN/job.json; everything the app shows afterwards is read
 back from the run folder, so a page reload, a second browser or a restarted app re-attaches:
 
-    RUN/job.json      {"pid", "command", "argv", "started", "category", "preset", "stages", "totals", "stop_requested"?}
+    RUN/job.json      {"pid", "command", "argv", "started", "category", "preset", "stages", "totals",
+                       "first_command", "resumed"?, "stop_requested"?}
     RUN/job.log       the process's stdout and stderr (the CLI's one-sentence errors land here)
 
+"command" is the latest launch (`--resume` after a resume); "first_command" the `train` line that
+set the run's settings, kept across resumes (huvi.train_command rebuilds it from the run's own
+config.yaml for a run started from a shell).
+
 `Jobs.status` turns the pid, RUN/metrics.jsonl, RUN/checkpoints/ and RUN/adapters/ into one of
-    starting      the process is up, loading models and caching clips (no metrics yet)
+    starting      the process is up, loading models and caching clips (no metrics yet; huvi.job_log
+                  reads which of these it is doing)
     running       the process is up and writing metrics
     finished      every stage's adapter is written
     stopped       a stop request ended it cleanly: the newest checkpoint is the last step logged
@@ -26,6 +32,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +40,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huvi.category import load_category
@@ -41,63 +48,15 @@ from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.gpu_lock import HELD_BY_PARENT, GpuLock, pid_alive
 from huvi.io import write_json
+from huvi.job_log import failure_sentence, read_log, start_phase
 from huvi.model_cache import ModelCache
 from huvi.runs import JOB_FILE, JOB_FILES, JOB_LOG, STAGES, Run
+from huvi.train_command import TrainRequest, display_command, first_command, resume_argv, train_argv
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).parent.parent  # `python -m huvi` there runs this very package
 RECENT_SECONDS = 120  # a run without job.json whose metrics changed this recently counts as running elsewhere
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    category: Path
-    run: Path
-    preset: str
-    overrides: tuple[str, ...] = ()  # "key=value", as `--set`
-    stages: tuple[str, ...] = STAGES
-    mode: str = "clip"  # dpo.mode: "clip" (rating pairs) or "dense" (segment-labelled pairs)
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("clip", "dense"):
-            raise HuviError(f"DPO mode {self.mode!r} is unknown; use \"clip\" (ratings) or \"dense\" (segment labels).")
-
-    @property
-    def stage_arg(self) -> str:
-        return "both" if tuple(self.stages) == STAGES else self.stages[0]
-
-
-def train_argv(request: TrainRequest, python: str = sys.executable) -> list[str]:
-    """The CLI command that trains `request`."""
-    argv = [python, "-m", "huvi", "train", "--category", str(request.category), "--out", str(request.run), "--preset", request.preset]
-    if request.stage_arg != "both":
-        argv += ["--stage", request.stage_arg]
-    if request.mode != "clip":
-        argv += ["--mode", request.mode]
-    for override in request.overrides:
-        argv += ["--set", override]
-    return argv
-
-
-def resume_argv(category: Path, run: Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "huvi", "train", "--category", str(category), "--out", str(run), "--resume"]
-
-
-def display_command(argv: list[str], cwd: Path | None = None) -> str:
-    """`argv` as a shell line to copy: `python` for the interpreter, paths relative to `cwd` when inside it."""
-    cwd = Path(cwd or Path.cwd()).resolve()
-
-    def short(arg: str) -> str:
-        path = Path(arg)
-        if path.is_absolute():
-            try:
-                return str(path.resolve().relative_to(cwd))
-            except ValueError:
-                return arg
-        return arg
-
-    return shlex.join(["python", *[short(a) for a in argv[1:]]])
 
 
 @dataclass(frozen=True)
@@ -108,7 +67,7 @@ class Progress:
     total: int  # steps of all requested stages
     seconds_per_step: float | None  # mean over the newest rows of the current stage
     eta_seconds: float | None  # remaining steps at that rate (later stages are assumed as fast)
-    stages: tuple[str, ...] = STAGES  # the stages the run trains
+    totals: dict[str, int] = field(default_factory=dict)  # stage -> its planned steps, for each stage the run trains
 
     @property
     def fraction(self) -> float:
@@ -124,11 +83,11 @@ def progress(rows: list[dict], totals: dict[str, int], window: int = 20) -> Prog
     done = sum(min(last_step[s], totals[s]) for s in totals)
     total = sum(totals.values())
     if not rows:
-        return Progress(None, 0, done, total, None, None, tuple(totals))
+        return Progress(None, 0, done, total, None, None, dict(totals))
     stage, step = rows[-1].get("stage"), int(rows[-1].get("step", 0))
     recent = [float(r["seconds"]) for r in rows[-window:] if r.get("stage") == stage and "seconds" in r]
     rate = sum(recent) / len(recent) if recent else None
-    return Progress(stage, step, done, total, rate, (total - done) * rate if rate is not None else None, tuple(totals))
+    return Progress(stage, step, done, total, rate, (total - done) * rate if rate is not None else None, dict(totals))
 
 
 @dataclass(frozen=True)
@@ -140,10 +99,22 @@ class JobStatus:
     can_stop: bool
     can_resume: bool
     command: str  # the CLI line of the latest launch ("" when unknown)
+    first_command: str = ""  # the `train` line that set the run's settings (differs from `command` after a resume)
+    started: float | None = None  # when the latest launch started (epoch seconds)
+    ended: float | None = None  # when its process last wrote (finished, stopped, failed or interrupted runs)
+    phase: str = ""  # while starting: what the process is doing (see start_phase)
 
     @property
     def active(self) -> bool:
         return self.state in ("starting", "running")
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds since the latest launch: until now while it runs, until its end otherwise."""
+        if self.started is None:
+            return None
+        end = time.time() if self.active else self.ended
+        return max(0.0, end - self.started) if end is not None else None
 
 
 class Jobs:
@@ -168,7 +139,8 @@ class Jobs:
         stages = [s for s in STAGES if s in request.stages]
         totals = {s: cfg.stage(s).steps for s in stages}
         argv = train_argv(TrainRequest(category.root.resolve(), run.resolve(), request.preset, request.overrides, tuple(stages), request.mode), self.python)
-        return self._launch(run, argv, {"category": str(category.root.resolve()), "preset": request.preset, "stages": stages, "totals": totals})
+        record = {"category": str(category.root.resolve()), "preset": request.preset, "stages": stages, "totals": totals}
+        return self._launch(run, argv, record | {"first_command": display_command(argv)})
 
     def resume(self, run: Path) -> JobStatus:
         """Continue a stopped, interrupted or failed run from its newest checkpoint."""
@@ -188,7 +160,8 @@ class Jobs:
         argv = resume_argv(Path(category), run.resolve(), self.python)
         if tuple(stages) != STAGES:
             argv += ["--stage", stages[0]]
-        return self._launch(run, argv, {"category": category, "preset": cfg.preset, "stages": stages, "totals": totals, "resumed": True})
+        record = {"category": category, "preset": cfg.preset, "stages": stages, "totals": totals, "resumed": True}
+        return self._launch(run, argv, record | {"first_command": first_command(run, job)})
 
     def _launch(self, run: Path, argv: list[str], record: dict) -> JobStatus:
         with self._mutex, self.gpu.take(f"training {run.name}", run, keep=True) as set_holder:
@@ -228,6 +201,17 @@ class Jobs:
         logger.info("asked %s (pid %d) to stop", run.name, job["pid"])
         return self.status(run)
 
+    def delete(self, run: Path) -> None:
+        """Delete a run folder and everything in it; refused while the run trains."""
+        run = Path(run)
+        if not run.is_dir():
+            raise HuviError(f"There is no run {run.name}; refresh the list of runs.")
+        training = self.active()
+        if self.status(run).active or (training is not None and training.resolve() == run.resolve()):
+            raise HuviError(f"{run.name} is training; stop it before deleting it.")
+        shutil.rmtree(run)
+        logger.info("deleted run %s", run)
+
     # the GPU lock -----------------------------------------------------------------------------
     def holder(self) -> str | None:
         """What holds the GPU lock now ("training <run>", "generating ...", a run from a shell), or None."""
@@ -264,9 +248,12 @@ class Jobs:
         totals = _totals(run, job, rows)
         prog = progress(rows, totals)
         command = job.get("command", "") if job else ""
+        started = float(job["started"]) if job and isinstance(job.get("started"), (int, float)) else None
 
-        def make(state: str, message: str, can_stop: bool = False, can_resume: bool = False) -> JobStatus:
-            return JobStatus(run, state, message, prog, can_stop, can_resume, command)
+        def make(state: str, message: str, can_stop: bool = False, can_resume: bool = False, phase: str = "") -> JobStatus:
+            active = state in ("starting", "running")
+            ended = None if active else _last_write(run)
+            return JobStatus(run, state, message, prog, can_stop, can_resume, command, first_command(run, job), started, ended, phase)
 
         if job is None and not Run(run).exists():
             return make("none", f"{run.name} has not been started.")
@@ -274,7 +261,8 @@ class Jobs:
             if job.get("stop_requested"):
                 return make("running", "Stopping: finishing the current step, then writing a checkpoint.")
             if not rows:
-                return make("starting", "Starting: loading the models and caching the clips.", can_stop=True)
+                phase = start_phase(read_log(run))
+                return make("starting", f"Starting: {phase}.", can_stop=True, phase=phase)
             return make("running", f"Training the {prog.stage} stage: step {prog.step} of {totals.get(prog.stage, '?')}.", can_stop=True)
         if totals and all(Run(run).adapter_path(s).is_file() for s in totals):
             return make("finished", f"Finished: {' and '.join(totals)} adapter{'s' if len(totals) > 1 else ''} written.")
@@ -282,7 +270,7 @@ class Jobs:
         resumable = checkpoint is not None or Run(run).exists()
         if job is None and rows and time.time() - Run(run).metrics_path.stat().st_mtime < RECENT_SECONDS:
             return make("running", "Training, started outside the app (it can only be stopped where it was started).")
-        failure = _failure(run) if job is not None else None
+        failure = failure_sentence(read_log(run), run) if job is not None else None
         if failure:
             return make("failed", failure, can_resume=resumable and checkpoint is not None)
         last = (rows[-1]["stage"], rows[-1]["step"]) if rows else None
@@ -292,6 +280,13 @@ class Jobs:
             return make("interrupted", "The training process ended before training began; start the run again under this name.")
         where = f"from {checkpoint.stage} step {checkpoint.step}" if checkpoint else "from the start"
         return make("interrupted", f"The training process ended without finishing; resume continues {where}.", can_resume=True)
+
+
+def _last_write(run: Path) -> float | None:
+    """When the run's process last wrote: the newest of job.log, metrics.jsonl and the adapters."""
+    paths = [Path(run) / JOB_LOG, Run(run).metrics_path, *(Run(run).adapter_path(s) for s in STAGES)]
+    stamps = [p.stat().st_mtime for p in paths if p.is_file()]
+    return max(stamps) if stamps else None
 
 
 def read_job(run: Path) -> dict | None:
@@ -315,18 +310,3 @@ def _totals(run: Path, job: dict | None, rows: list[dict]) -> dict[str, int]:
         except HuviError:
             pass
     return totals
-
-
-def _failure(run: Path) -> str | None:
-    """The error sentence of a failed job from its job.log, or None when it shows no error."""
-    try:
-        text = (Path(run) / JOB_LOG).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
-    if errors:
-        return errors[-1]
-    if any(line.startswith("Traceback (most recent call last)") for line in lines):
-        return f"The training process crashed with {lines[-1]!r} (a bug; the traceback is in {Path(run).name}/{JOB_LOG})."
-    return None

@@ -40,7 +40,7 @@ def _training(meta: dict[str, str]) -> str:
         ("huvi version", meta["huvi.version"]),
         ("Trained", meta["modelspec.date"]),
     ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
+    return "| Setting | Value |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
 
 
 def _files(fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:

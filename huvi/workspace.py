@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,21 @@ def check_name(name: str, what: str = "category") -> str:
         f"{what.capitalize()} name {name!r} is not allowed: use letters, digits, '-' and '_' "
         f"(up to 64, starting with a letter or digit), e.g. {suggestion!r}."
     )
+
+
+def safe_name(name: str, what: str = "category") -> str:
+    """`name` as a safe folder name: accents dropped, every run of other characters than letters,
+    digits, '-' and '_' turned into one '-', at most 64 characters ("My Bunny Clips" ->
+    "My-Bunny-Clips"). A name that looks like a path ('/', '\\', a leading '.') or keeps no letter or
+    digit is refused with a HuviError."""
+    name = (name or "").strip()
+    if "/" in name or "\\" in name or name.startswith("."):
+        check_name(name, what)  # raises, with a suggestion
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", ascii_name).strip("-_")[:64].rstrip("-_")
+    if not safe:
+        raise HuviError(f"{what.capitalize()} name {name!r} has no letter or digit to make a folder name of; type a name such as 'horse-running'.")
+    return check_name(safe, what)
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,8 @@ class Workspace:
         return name
 
     def create_category(self, name: str, prompt: str) -> Path:
-        root = self.category_dir(name)
+        """A new category folder named `safe_name(name)` (compare its name with `name` to tell the user)."""
+        root = self.categories / safe_name(name)
         if root.exists():
             raise HuviError(f"A category named {root.name!r} already exists; pick it in the list or choose another name.")
         prompt = _check_prompt(prompt)
@@ -154,6 +171,7 @@ class ClipEntry:
     path: Path
     score: int | None  # None: not rated yet, so not used for training
     paired: bool = False  # named by an explicit pair of category.json (e.g. an aligned pair for DenseDPO)
+    generated: bool = False  # made by `dense-pairs` (a clip of an aligned pair): labelled per segment, never rated
 
     @property
     def info(self) -> ClipInfo:
@@ -183,12 +201,24 @@ def _decode_info(path: str, size: int, mtime_ns: int) -> ClipInfo:
 
 
 def list_clips(root: Path) -> list[ClipEntry]:
-    """Every file in clips/ with its rating (None when unrated) and whether a pair names it, by name."""
+    """Every file in clips/ with its rating (None when unrated), whether a pair names it and whether
+    `dense-pairs` made it, by name."""
     clip_dir = Path(root) / "clips"
     scores = read_meta(root)["scores"]
-    paired = {name for pair in read_pairs(root) for name in (pair.a, pair.b)}
+    pairs = read_pairs(root)
+    paired = {name for pair in pairs for name in (pair.a, pair.b)}
+    generated = {name for pair in pairs if pair.aligned for name in (pair.a, pair.b)}
     files = sorted(p for p in clip_dir.iterdir() if p.is_file() and not p.name.startswith(".")) if clip_dir.is_dir() else []
-    return [ClipEntry(p.name, p, scores.get(p.name) if valid_score(scores.get(p.name)) else None, p.name in paired) for p in files]
+    return [
+        ClipEntry(p.name, p, scores.get(p.name) if valid_score(scores.get(p.name)) else None, p.name in paired, p.name in generated)
+        for p in files
+    ]
+
+
+def source_clips(root: Path) -> list[ClipEntry]:
+    """The clips people supplied (every clip but those `dense-pairs` made): what the Rate tab
+    rates and the 8-16 advice counts."""
+    return [entry for entry in list_clips(root) if not entry.generated]
 
 
 def set_prompt(root: Path, prompt: str) -> None:
@@ -295,7 +325,7 @@ def add_clip(root: Path, source: Path, score: int | None = None, data: DataConfi
 
 @dataclass(frozen=True)
 class Summary:
-    clips: int  # files in clips/
+    clips: int  # files in clips/ that people supplied (not those `dense-pairs` made)
     rated: int
     histogram: dict[int, int]  # score -> clips with it
     pairs: int  # preference pairs the ratings form
@@ -352,7 +382,7 @@ def summarize(root: Path) -> Summary:
     entries = list_clips(root)
     scores = {e.name: e.score for e in entries if e.score is not None}
     histogram = {s: sum(v == s for v in scores.values()) for s in range(1, 6)}
-    return Summary(len(entries), len(scores), histogram, len(form_pairs(scores, seed=0)), check_category(root))
+    return Summary(sum(not e.generated for e in entries), len(scores), histogram, len(form_pairs(scores, seed=0)), check_category(root))
 
 
 # which preset fits this machine ------------------------------------------------------------------

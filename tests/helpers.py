@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huvi.config import HuviConfig, load_config, read_preset
+from huvi.gpu_lock import busy_subject
 from huvi.synthetic import moving_square
 from huvi.video import write_clip
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BUSY = busy_subject()  # how a refusal names what a running job occupies: "The GPU", or "This machine" without one
 BUNNY = FIXTURES / "bigbuckbunny.mp4"  # 132 frames, 1280x720, 25 fps
 
 # Steps of the shared tiny run: short, but enough to stop and resume inside each stage.

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from helpers import BAD_CASES, folder_snapshot, metric_rows
 from huvi.cli import EXIT_BAD_INPUT, main
+from huvi.cli_args import build_parser
 from huvi.runs import Run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,7 +105,8 @@ def test_resume_refuses_new_settings(trained_run, tmp_path, capsys, extra):
     assert folder_snapshot(copy) == before
 
 
-def test_tiny_train_writes_the_run_folder(category, tmp_path, capsys):
+def test_tiny_train_writes_the_run_folder(category, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="huvi")
     out_dir = tmp_path / "run"
     code = main(["train", "--category", str(category), "--out", str(out_dir), "--preset", "tiny", "--steps", "2"])
     out, err = capsys.readouterr()
@@ -117,6 +122,45 @@ def test_tiny_train_writes_the_run_folder(category, tmp_path, capsys):
     assert printed[-1] == rows[-1]
     assert printed[-1]["stage"] == "dpo" and printed[-1]["step"] == 2
     assert printed[0] == rows[1]  # the motion stage's last row comes first
+    # the end says where the adapters are and what to run next, on stderr (stdout stays JSON)
+    tail = lines(err)[-4:]
+    assert tail[:2] == [f"Adapters written to {out_dir / 'adapters'}: motion.safetensors, dpo.safetensors.", "Next:"]
+    assert tail[2].startswith(f"  python -m huvi generate --run {out_dir} --prompt ") and tail[2].endswith(f" --compare --out {out_dir / 'samples' / 'clip.mp4'}")
+    assert tail[3] == f"  python -m huvi export --run {out_dir} --out {out_dir / 'export' / 'run.safetensors'} --zip"
+    logged = caplog.text
+    assert "CPU threads: " in logged and "fp32 precision" in logged and "no precision" not in logged
+
+
+def test_a_gpu_preset_on_a_cpu_is_warned_about(category, tmp_path, caplog, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    caplog.set_level(logging.WARNING, logger="huvi")
+    code = main(["train", "--category", str(category), "--out", str(tmp_path / "run"), "--preset", "sd15-12gb", "--steps", "1"])
+    assert code == EXIT_BAD_INPUT and "hf download" in capsys.readouterr().err  # offline, it then stops at the missing weights
+    assert "preset sd15-12gb is for a GPU and there is none here: each step takes minutes on the CPU; use --preset tiny" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "check", "generate", "export", "metrics", "dense-pairs", "bench", "make-test-weights"])
+def test_every_option_is_explained_and_every_command_has_examples(command, capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    undocumented = [a.dest for a in sub._actions if not a.help and a.dest != "help"]
+    assert undocumented == []
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "examples:\n  python -m huvi " + command in out
+
+
+def test_export_zip_holds_the_files_the_card_and_the_config(trained_run, tmp_path, capsys):
+    out = tmp_path / "out" / "demo.safetensors"
+    assert main(["export", "--run", str(trained_run.root), "--out", str(out), "--zip"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["zip"] == str(tmp_path / "out" / "demo.zip")
+    with zipfile.ZipFile(printed["zip"]) as archive:
+        assert sorted(archive.namelist()) == ["README.md", "config.yaml", "demo.motion.safetensors", "demo.safetensors", "run.json"]
+        assert archive.read("demo.safetensors") == out.read_bytes()
 
 
 # real processes ------------------------------------------------------------------------------------

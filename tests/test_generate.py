@@ -19,11 +19,13 @@ from huvi.adapters import DPO, MOTION, load_adapter
 from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.cache import encode_frames
 from huvi.cli import main
+from huvi.config import load_config
 from huvi.diffusion import predict
 from huvi.errors import HuviError
 from huvi.first_frame import SDXL_BUCKETS, load_image, sdxl_size
 from huvi.generate import GenerateRequest, generate, set_strengths
 from huvi.metrics import ssim, temporal_consistency
+from huvi.previews import list_previews
 from huvi.runs import Run
 from huvi.sampling import (
     SCHEDULERS,
@@ -137,6 +139,11 @@ def test_generate_from_an_image_writes_clip_first_frame_and_comparison(trained_r
     assert side.shape == (cfg.data.frames, cfg.data.height, 2 * cfg.data.width + 4, 3)
     fitted = load_image(tmp_path / "first.png", cfg.data.width, cfg.data.height)
     assert np.array_equal(np.asarray(Image.open(result.first_frame)), fitted)
+    settings = json.loads(result.settings.read_text())  # what made the clip, beside it
+    assert settings == {
+        "prompt": "a square", "first_frame": str(tmp_path / "first.png"), "seed": 3, "steps": cfg.generate.steps,
+        "guidance": cfg.generate.guidance, "dpo_scale": 1.0, "motion_scale": 1.0, "compare": True,
+    }
     # Frame 0 is the image through the VAE, then H.264 with 4:2:0 chroma (lossy on the tiny VAE's
     # noisy output): it is nearer that round trip than any later frame is. The exact equality,
     # before encoding, is test_decoded_frame_zero_is_the_first_frame_through_the_vae.
@@ -214,10 +221,16 @@ def test_previews_are_written_and_change_nothing_else(trained_run, category, tmp
 
     cfg = tiny_config()
     cfg.generate.preview_every = 3
+    cfg.generate.preview_prompts = ["a circle sliding"]  # a second clip per preview
     train(cfg, category, tmp_path / "run", show_progress=False)
     previews = sorted(p.name for p in (tmp_path / "run" / "previews").iterdir())
-    assert previews == ["dpo-000003.mp4", "motion-000003.mp4"]
+    assert previews == ["dpo-000003.mp4", "dpo-000003.p1.mp4", "motion-000003.mp4", "motion-000003.p1.mp4"]
+    listed = [(c.stage, c.step, c.prompt) for c in list_previews(tmp_path / "run")]
+    assert listed == [("motion", 3, 0), ("motion", 3, 1), ("dpo", 3, 0), ("dpo", 3, 1)]  # training order
+    assert not np.array_equal(_frames(tmp_path / "run" / "previews" / "dpo-000003.p1.mp4"), _frames(tmp_path / "run" / "previews" / "dpo-000003.mp4"))
     assert _frames(tmp_path / "run" / "previews" / previews[0]).shape[0] == cfg.data.frames
+    with pytest.raises(HuviError, match="generate.preview_prompts must be a list of prompts"):
+        load_config("tiny", ["generate.preview_prompts=a cat"])
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in metric_rows(tmp_path / "run")]
     assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in metric_rows(trained_run.root)]
 

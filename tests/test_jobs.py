@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import BAD_CASES, metric_rows, wait_for
+from helpers import BAD_CASES, BUSY, metric_rows, wait_for
 
 from huvi.errors import HuviError
 from huvi.gpu_lock import LOCK_FILE
-from huvi.jobs import JOB_FILE, JOB_LOG, Jobs, TrainRequest, display_command, progress, read_job, train_argv
+from huvi.job_log import start_phase
+from huvi.jobs import JOB_FILE, JOB_LOG, Jobs, progress, read_job
+from huvi.precision import free_cores
 from huvi.runs import Run
+from huvi.train_command import TrainRequest, display_command, train_argv
 
 
 def dead_pid() -> int:
@@ -162,7 +165,7 @@ def test_an_existing_run_is_not_overwritten(jobs, category, tmp_path):
 def test_the_gpu_lock_refuses_a_second_job_and_is_taken_over_when_stale(jobs, category, tmp_path):
     with jobs.hold("generating a video"):
         assert jobs.holder() == "generating a video"
-        with pytest.raises(HuviError, match=r"The GPU is busy \(generating a video\); one job runs at a time"):
+        with pytest.raises(HuviError, match=rf"{BUSY} is busy \(generating a video\); one job runs at a time"):
             jobs.start(request(category, tmp_path / "runs" / "r"))
     assert jobs.holder() is None and not (jobs.runs / LOCK_FILE).exists()
     (jobs.runs / LOCK_FILE).write_text(json.dumps({"pid": dead_pid(), "run": str(tmp_path / "runs" / "gone"), "what": "training gone"}))
@@ -181,12 +184,12 @@ def test_a_train_from_a_shell_takes_the_apps_gpu_lock(jobs, category, tmp_path, 
         code = main(["train", "--category", str(category), "--out", str(tmp_path / "shell"), "--preset", "tiny", "--steps", "1"])
     assert code == 2 and not (tmp_path / "shell").exists()
     assert capsys.readouterr().err.strip() == (
-        "error: The GPU is busy (generating a video with demo-1); one job runs at a time, so stop it or wait for it to finish."
+        f"error: {BUSY} is busy (generating a video with demo-1); one job runs at a time, so stop it or wait for it to finish."
     )
 
     with gpu_lock_for(tmp_path / "shell"):  # what cmd_train holds while it trains
         assert jobs.holder() == f"training shell from a shell, pid {os.getpid()}"
-        with pytest.raises(HuviError, match=rf"The GPU is busy \(training shell from a shell, pid {os.getpid()}\)"):
+        with pytest.raises(HuviError, match=rf"{BUSY} is busy \(training shell from a shell, pid {os.getpid()}\)"):
             jobs.start(request(category, tmp_path / "runs" / "app-run"))
     assert jobs.holder() is None and not (jobs.runs / LOCK_FILE).exists()
 
@@ -205,6 +208,39 @@ def test_train_argv_is_the_cli_command(category, tmp_path):
     assert display_command(["/usr/bin/python3", "-m", "huvi", "--out", str(tmp_path / "my run")], cwd=tmp_path) == "python -m huvi --out 'my run'"
 
 
+# what a starting job is doing -------------------------------------------------------------------
+START_LOG = [
+    ("", "loading Python and its libraries (torch, diffusers)"),
+    ("19:13:25 INFO huvi: preset tiny (no --preset given: chosen for this machine)\n", "reading the clips and loading the encoders"),
+    ("caching latents:   0%|     | 0/12 [00:00<?, ?clip/s]\rcaching latents:  42%|####1     | 5/12 [00:00<00:00,  7.7clip/s]", "encoding the clips (5 of 12)"),
+    ("\r\n19:13:27 INFO huvi.trainer: 54 preference pairs: 54 for training, 0 held out\n", "building the video model"),
+    ("19:13:28 INFO huvi.trainer: stage motion: 2 steps from step 0, 0.87M trainable parameters, fp32 precision\nmotion:   0%|   | 0/2 [00:00<?, ?step/s]",
+     "running the first motion step (the slowest: memory is laid out, kernels are chosen)"),
+]
+
+
+def test_a_starting_job_says_what_it_is_doing(jobs, tmp_path):
+    """The ~50 s before the first step, phase by phase, from the lines job.log gets (the CLI's, the cache's bar, the trainer's)."""
+    log = ""
+    for lines, phase in START_LOG:
+        log += lines
+        assert start_phase(log) == phase
+    run = fake_run(tmp_path / "starting", [], {"pid": os.getpid(), "started": time.time() - 12}, log=START_LOG[1][0] + START_LOG[2][0], config=False)
+    monkey = jobs._alive
+    jobs._alive = lambda pid, run: True  # this test process stands in for the job
+    try:
+        status = jobs.status(run)
+    finally:
+        jobs._alive = monkey
+    assert status.state == "starting" and status.message == "Starting: encoding the clips (5 of 12)."
+    assert status.phase == "encoding the clips (5 of 12)" and 12 <= status.elapsed < 60
+
+
+@pytest.mark.parametrize("cores, load, threads", [(2, 0.0, 2), (2, 0.4, 2), (2, 1.6, 1), (2, 3.7, 1), (16, 5.2, 11), (1, 0.0, 1)])
+def test_training_threads_follow_the_free_cores(cores, load, threads):
+    assert free_cores(cores, load) == threads
+
+
 # real jobs ---------------------------------------------------------------------------------------
 def test_start_stop_resume_finish(jobs, category, trained_run, tmp_path):
     run = tmp_path / "runs" / "demo"
@@ -214,10 +250,12 @@ def test_start_stop_resume_finish(jobs, category, trained_run, tmp_path):
     assert status.state == "starting" and status.can_stop
     job = read_job(run)
     assert job["command"].startswith("python -m huvi train --category ") and "--set motion.steps=5 --set dpo.steps=3" in job["command"]
-    assert job["totals"] == {"motion": 5, "dpo": 3}
+    assert job["totals"] == {"motion": 5, "dpo": 3} and job["first_command"] == job["command"]
     assert jobs.active() == run.resolve()
+    with pytest.raises(HuviError, match="demo is training; stop it before deleting it"):
+        jobs.delete(run)
 
-    with pytest.raises(HuviError, match=r"The GPU is busy \(training demo\)"):
+    with pytest.raises(HuviError, match=rf"{BUSY} is busy \(training demo\)"):
         jobs.start(request(category, tmp_path / "runs" / "second", "motion.steps=1", "dpo.steps=1"))
     assert not (tmp_path / "runs" / "second").exists()
 
@@ -238,6 +276,8 @@ def test_start_stop_resume_finish(jobs, category, trained_run, tmp_path):
 
     resumed = jobs.resume(run)
     assert resumed.active and read_job(run)["resumed"] is True and "--resume" in read_job(run)["command"]
+    assert resumed.first_command == job["command"]  # the settings the run started with stay in view
+    assert resumed.started >= job["started"] and resumed.elapsed is not None
     finished = wait_for(lambda: (s := jobs.status(run)).state not in ("starting", "running") and s, what="the resumed job")
     assert finished.state == "finished", finished.message + (run / JOB_LOG).read_text()
     assert (finished.progress.done, finished.progress.total) == (8, 8)
@@ -246,6 +286,9 @@ def test_start_stop_resume_finish(jobs, category, trained_run, tmp_path):
     assert jobs.active() is None
     with pytest.raises(HuviError, match="cannot be resumed"):
         jobs.resume(run)
+    assert finished.ended >= finished.started and finished.elapsed == finished.ended - finished.started
+    jobs.delete(run)
+    assert not run.exists()
 
 
 def test_a_failing_job_reports_its_sentence_and_the_run_can_be_started_again(jobs, category_copy, tmp_path):

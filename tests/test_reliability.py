@@ -33,7 +33,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-from helpers import BAD_CASES, folder_snapshot, metric_rows, tiny_config, truncate, wait_for, without_timing
+from helpers import BAD_CASES, BUSY, folder_snapshot, metric_rows, tiny_config, truncate, wait_for, without_timing
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -43,9 +43,10 @@ from huvi.category import clip_frames
 from huvi.cli import EXIT_BAD_INPUT, main
 from huvi.errors import HuviError
 from huvi.io import write_json
-from huvi.jobs import Jobs, TrainRequest
+from huvi.jobs import Jobs
 from huvi.runs import Run
 from huvi.synthetic import moving_square
+from huvi.train_command import TrainRequest
 from huvi.trainer import out_of_memory_advice, train
 from huvi.video import write_clip
 from huvi.workspace import PresetChoice, Workspace, add_clip, set_score
@@ -55,7 +56,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `ui` sits beside `huvi` at the repository root
 
 gr = pytest.importorskip("gradio", reason="the app's handlers need gradio (pip install -r requirements.txt)")
-from ui.handlers import Handlers
+from ui.category import CategoryHandlers
+from ui.common import Context
+from ui.rating import RateHandlers
 
 PRESET = "tiny"  # 8 frames at stride 3 of 32x32: a clip needs 24 frames
 LIMIT = 2**20  # the upload size limit while these tests run (the real one is 500 MB)
@@ -146,8 +149,20 @@ def ws(tmp_path) -> Workspace:
 
 
 @pytest.fixture
-def handlers(ws) -> Handlers:
-    return Handlers(ws, Jobs(ws.runs), PresetChoice(PRESET, "Tests run on the CPU."))
+def context(ws) -> Context:
+    return Context(ws, Jobs(ws.runs), PresetChoice(PRESET, "Tests run on the CPU."))
+
+
+@pytest.fixture
+def handlers(context) -> CategoryHandlers:
+    """The Category tab's handlers."""
+    return CategoryHandlers(context.ws, context.jobs, context.preset)
+
+
+@pytest.fixture
+def rating(context) -> RateHandlers:
+    """The Rate tab's handlers."""
+    return RateHandlers(context.ws, context.jobs, context.preset)
 
 
 def one_sentence(message: str) -> bool:
@@ -282,32 +297,40 @@ def rated_category(ws: Workspace, name: str, count: int) -> Path:
     return root
 
 
-@pytest.mark.parametrize("count, advice, problem", [(3, "⚠ Add 5 more", "has 3 usable rated clips; add clips until there are at least 4"), (40, "⚠ More than the 8–16 clips", "has 40 rated clips; the method is tuned for 8-16")])
-def test_too_few_and_many_clips_get_advice_in_the_app(ws, handlers, count, advice, problem, capsys):
+@pytest.mark.parametrize("count, advice, problem", [(3, "⚠ Add 5 more", "has 3 usable rated clips; add clips and rate them until at least 4 are rated"), (40, "⚠ More than the 8–16 clips", "has 40 rated clips; the method is tuned for 8-16")])
+def test_too_few_and_many_clips_get_advice_in_the_app(ws, handlers, rating, count, advice, problem, capsys):
     root = rated_category(ws, f"n{count}", count)
     assert advice in handlers.clip_summary(root.name)
-    assert problem in handlers.summary(root.name)
+    assert problem in rating.summary(root.name)
     assert main(["check", "--category", str(root), "--preset", PRESET]) == (EXIT_BAD_INPUT if count < 4 else 0)
     assert problem in capsys.readouterr().out
 
 
-def test_bad_ratings_and_all_equal_ratings_in_the_app(ws, handlers):
+def test_unrated_clips_are_asked_to_be_rated_not_added(ws, rating):
+    """Eight clips there but none rated: the advice is to rate them, not to add clips."""
+    root = rated_category(ws, "unrated", 8)
+    write_json(root / "category.json", {"prompt": "a square sliding", "scores": {"c00.mp4": 5}})
+    assert "has 1 usable rated clips; rate at least 3 more of its 7 unrated clips 1-5 (the app's Rate tab" in rating.summary("unrated")
+    assert "add clips" not in rating.summary("unrated")
+
+
+def test_bad_ratings_and_all_equal_ratings_in_the_app(ws, handlers, rating):
     root = rated_category(ws, "ratings", 4)
     name = min(p.name for p in (root / "clips").iterdir())
     before = folder_snapshot(root)
     for bad in (0, 6, "five", 4.5, True):
         with pytest.raises(gr.Error, match=rf"A rating must be a whole number from 1 to 5, not {bad!r}\."):
-            handlers.set_score("ratings", name, bad)
+            rating.set_score("ratings", name, bad)
         with pytest.raises(HuviError, match="A rating must be a whole number from 1 to 5"):
             set_score(root, name, bad)
     assert folder_snapshot(root) == before
     for clip in sorted(p.name for p in (root / "clips").iterdir()):
-        handlers.set_score("ratings", clip, 3)
-    assert "All clips of ratings have the same score, so no preference pair can be formed; give at least two clips different ratings." in handlers.summary("ratings")
+        rating.set_score("ratings", clip, 3)
+    assert "All clips of ratings have the same score, so no preference pair can be formed; give at least two clips different ratings." in rating.summary("ratings")
 
 
 @pytest.mark.parametrize("case", ["missing_category_json", "malformed_json"])
-def test_a_broken_category_json_is_one_sentence_in_the_app_and_left_as_it_is(ws, handlers, category, corpus, case):
+def test_a_broken_category_json_is_one_sentence_in_the_app_and_left_as_it_is(ws, handlers, rating, category, corpus, case):
     root = ws.categories / "broken"
     shutil.copytree(category, root)
     BAD_CASES[case].mutate(root)
@@ -316,14 +339,14 @@ def test_a_broken_category_json_is_one_sentence_in_the_app_and_left_as_it_is(ws,
     with pytest.raises(gr.Error, match=message) as info:
         handlers.add_clips("broken", [str(corpus / "good.mp4")], PRESET)
     assert one_sentence(info.value.message)
-    assert message in handlers.summary("broken")
+    assert message in rating.summary("broken")
     assert folder_snapshot(root) == before
 
 
-@pytest.mark.parametrize("name", ["../up", "a/b", "Gitarre-ü", "..", ""])
+@pytest.mark.parametrize("name", ["../up", "a/b", "..", "", "!!!"])
 def test_unsafe_category_names_are_refused_and_nothing_is_written(ws, handlers, name):
     outside = folder_snapshot(ws.categories.parent)
-    with pytest.raises(HuviError, match=r"is not allowed: use letters, digits, '-' and '_'|Give the category"):
+    with pytest.raises(HuviError, match=r"is not allowed: use letters, digits, '-' and '_'|has no letter or digit"):
         ws.create_category(name, "a prompt")
     with pytest.raises(gr.Error) as info:
         handlers.create_category(name, "a prompt")
@@ -575,7 +598,7 @@ def test_two_apps_starting_at_once_start_one_job(category, tmp_path):
     try:
         started = [i for i, o in outcomes.items() if o == "starting"]
         assert len(started) == 1, outcomes
-        assert outcomes[1 - started[0]].startswith(f"The GPU is busy (training run{started[0]}); one job runs at a time")
+        assert outcomes[1 - started[0]].startswith(f"{BUSY} is busy (training run{started[0]}); one job runs at a time")
         assert apps[0].holder() == apps[1].holder() == f"training run{started[0]}"
     finally:
         for app in apps:
@@ -584,11 +607,11 @@ def test_two_apps_starting_at_once_start_one_job(category, tmp_path):
                 proc.wait()
 
 
-def test_the_app_serves_files_from_its_data_and_run_folders_only(ws, handlers, tmp_path):
+def test_the_app_serves_files_from_its_data_and_run_folders_only(ws, context, tmp_path):
     from ui.app import build_app
 
     root = ws.create_category("served", "a square")
-    demo = build_app(handlers)
+    demo = build_app(context)
     demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, allowed_paths=[str(ws.categories), str(ws.runs)])
     try:
         def status(path: Path) -> int:

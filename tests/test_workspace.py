@@ -6,15 +6,17 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import BUNNY, tiny_config
 
 from huvi.category import load_category
-from huvi.config import ModelConfig
+from huvi.clip_view import crop_box, training_view
+from huvi.config import ModelConfig, load_config
 from huvi.errors import HuviError
 from huvi.pairs import form_pairs
 from huvi.synthetic import moving_square
-from huvi.video import write_clip
+from huvi.video import read_clip, write_clip
 from huvi.workspace import (
     DEMO,
     ClipInfo,
@@ -28,6 +30,7 @@ from huvi.workspace import (
     read_meta,
     remove_clip,
     safe_clip_name,
+    safe_name,
     set_prompt,
     set_score,
     summarize,
@@ -83,6 +86,21 @@ def test_a_refused_name_suggests_a_safe_one():
         check_name("horse running")
 
 
+@pytest.mark.parametrize(
+    "typed, made", [("My Bunny Clips", "My-Bunny-Clips"), ("  horse  running! ", "horse-running"), ("naïve", "naive"), ("-dash_", "dash"), ("x" * 70, "x" * 64)]
+)
+def test_a_category_name_with_spaces_becomes_a_safe_folder_name(ws, typed, made):
+    assert safe_name(typed) == made
+    assert ws.create_category(typed, "a bunny").name == made
+    assert ws.list_categories() == ["demo", made]
+
+
+@pytest.mark.parametrize("typed", ["../escape", "a/b", ".hidden", "", "  ", "!!!", "日本"])
+def test_a_name_like_a_path_or_without_letters_is_still_refused(typed):
+    with pytest.raises(HuviError, match="is not allowed: use letters|has no letter or digit"):
+        safe_name(typed)
+
+
 def test_create_category_writes_valid_json_and_refuses_duplicates(ws):
     root = ws.create_category("guitar", "  a person playing guitar ")
     assert read_meta(root) == {"prompt": "a person playing guitar", "scores": {}}
@@ -132,9 +150,17 @@ def test_the_same_file_twice_is_refused(ws, clip_files):
         (lambda p: p.with_suffix(".avi").write_bytes(b"RIFF"), "not a supported clip type"),
         (lambda p: p.write_bytes(b""), "the file is empty"),
         (lambda p: p.write_text("not a video\n" * 20), "could not be decoded as a video"),
-        (lambda p: write_clip(p, moving_square(1, seed=7, frames=10, size=32)), "only 4 frames at stride 3, but 8 are needed"),
+        # 10 frames: long enough at stride 1, which the sentence names with the setting's two spellings
+        (
+            lambda p: write_clip(p, moving_square(1, seed=7, frames=10, size=32)),
+            (
+                r"only 4 frames at stride 3, but 8 are needed; use a clip of at least 24 frames, or train with data.stride=1 "
+                r"\(`--set data.stride=1`, or that line under the Train tab's Advanced settings\)\.$"
+            ),
+        ),
+        (lambda p: write_clip(p, moving_square(1, seed=7, frames=4, size=32)), r"only 2 frames at stride 3, but 8 are needed; use a clip of at least 24 frames\.$"),
     ],
-    ids=["avi", "empty", "text", "too_short"],
+    ids=["avi", "empty", "text", "too_short", "too_short_at_any_stride"],
 )
 def test_a_bad_upload_is_refused_and_nothing_is_copied(ws, tmp_path, make, message):
     root = ws.create_category("squares", "a square")
@@ -281,3 +307,27 @@ def test_weights_on_disk_finds_local_folders_and_never_downloads(tmp_path, monke
     (adapter / "config.json").write_text("{}")
     assert weights_on_disk(ModelConfig(base=str(base), motion_adapter=str(adapter)))
     assert not weights_on_disk(ModelConfig())  # Hub ids, not in the empty cache
+
+
+# what training sees of a clip ----------------------------------------------------------------------
+def test_the_crop_box_is_the_centre_at_the_training_aspect_ratio():
+    data = tiny_config().data  # 32x32: square
+    assert crop_box(1280, 720, data) == (280, 0, 1000, 720)  # wide: the sides go
+    assert crop_box(720, 1280, data) == (0, 280, 720, 1000)  # tall: top and bottom go
+    assert crop_box(64, 64, data) == (0, 0, 64, 64)
+    wide = load_config("sd15-24gb").data  # 512x320
+    assert crop_box(1280, 720, wide) == (64, 0, 1216, 720)  # 1152x720 is 512:320
+
+
+def test_training_view_shows_the_frames_training_reads(tmp_path):
+    data = tiny_config().data  # 8 frames at stride 3, up to 10 cached, 32x32
+    clip = tmp_path / "wide.mp4"
+    write_clip(clip, moving_square(1, seed=3, frames=40, size=32).repeat(2, axis=2))  # 64x32: twice as wide
+    view = training_view(clip, data)
+    assert view.stored == (64, 32) and view.crop == (16, 0, 48, 32)
+    assert view.frames.shape == (10, 32, 32, 3) and (view.stride, view.window, view.temporal_crop) == (3, 8, True) and view.enough
+    assert np.array_equal(view.frames, read_clip(clip, 32, 32, stride=3, max_frames=10))  # exactly the cached frames
+    assert view.first.shape == (32, 64, 3) and tuple(view.first[0, 16]) != tuple(read_clip(clip, None, None, max_frames=1)[0][0, 16])  # outlined
+    short = tmp_path / "short.mp4"
+    write_clip(short, moving_square(1, seed=3, frames=10, size=32))
+    assert not training_view(short, data).enough

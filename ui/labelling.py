@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -20,12 +19,11 @@ from huvi.adapters import MOTION
 from huvi.category import label_pair, label_segment, read_pairs, remove_pair
 from huvi.config import DataConfig, load_config
 from huvi.errors import HuviError
-from huvi.jobs import Jobs
 from huvi.pair_view import Segment, clip_fps, pair_data, pair_preview, pair_segments, remove_previews
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
-from huvi.workspace import PresetChoice, Workspace, list_clips
-from ui.handlers import gpu_task, user_errors
+from huvi.workspace import list_clips
+from ui.common import Context, dropdown, gpu_task, user_errors
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +50,10 @@ def pair_title(i: int, pair: ExplicitPair) -> str:
     return f"{i}. {pair.a} vs {pair.b} — {state}"
 
 
-@dataclass
-class LabelHandlers:
-    ws: Workspace
-    jobs: Jobs  # for the GPU lock
-    preset: PresetChoice
-
+class LabelHandlers(Context):
     # reading -----------------------------------------------------------------------------------
     def _root(self, category: str | None) -> Path:
-        return self.ws.existing_category(category)
+        return self.category_root(category)
 
     def _pair(self, root: Path, key: str | None) -> ExplicitPair:
         if not key:
@@ -88,10 +81,8 @@ class LabelHandlers:
             return []
         return [(pair_title(i, p), pair_key(p)) for i, p in enumerate(read_pairs(root), start=1)]
 
-    def pair_dropdown(self, category: str | None, value: str | None = None):
-        choices = self.pairs(category)
-        keys = [key for _, key in choices]
-        return gr.Dropdown(choices=choices, value=value if value in keys else (keys[0] if keys else None))
+    def pair_dropdown(self, category: str | None, value: str | None = None, keep: bool = True):
+        return dropdown(self.pairs(category), value, keep)
 
     def source_clips(self, category: str | None, chosen: list[str] | None = None):
         """The rated clips aligned pairs can be made from (none chosen: every one), keeping the
@@ -106,9 +97,16 @@ class LabelHandlers:
         """Runs with a trained motion adapter: the models that can make aligned pairs."""
         return [name for name in self.ws.list_runs() if Run(self.ws.runs / name).adapter_path(MOTION).is_file()]
 
-    def run_dropdown(self, value: str | None = None):
-        runs = self.runs()
-        return gr.Dropdown(choices=runs, value=value if value in runs else (runs[0] if runs else None))
+    def segment_count(self, run: str | None) -> gr.Number:
+        """The segment count a new pair gets from the run's settings, shown as the field's value."""
+        try:
+            cfg = Run(self.run_dir(run)).read_config()
+        except HuviError:
+            return gr.Number()
+        frames, per = cfg.data.frames, cfg.dense.segment_frames
+        if frames % per:
+            return gr.Number(0, label=f"Segments per pair (a divisor of the run's {frames} frames)")
+        return gr.Number(frames // per, label=f"Segments per pair (the run's: {frames} frames / {per} = {frames // per})")
 
     def segments(self, category: str | None, key: str | None) -> list[Segment]:
         """The picked pair's segments, or [] when there is none (the label list is then empty)."""
@@ -169,7 +167,7 @@ class LabelHandlers:
         remove_pair(root, pair.a, pair.b)
         remove_previews(root, pair)
         gr.Info(f"Removed the pair {pair.name}; its clips stay in the category.")
-        return self.pair_dropdown(category), None
+        return self.pair_dropdown(category, keep=False), None
 
     def _make(self, category: str, run: str, clips: list[str] | None, eta: float, seed, segments, report=None) -> list[ExplicitPair]:
         root = self._root(category)
@@ -189,7 +187,7 @@ class LabelHandlers:
 
         made = self._make(category, run, clips, eta, seed, segments, report)
         gr.Info(f"Made {len(made)} aligned pair{'s' if len(made) != 1 else ''}; label {'them' if len(made) != 1 else 'it'} below.")
-        return self.pair_dropdown(category, pair_key(made[0]) if made else None)
+        return self.pair_dropdown(category, pair_key(made[0]) if made else None, keep=False)
 
     @user_errors
     def api_make_pairs(self, category: str, run: str, clips: list[str], eta: float = 0.75, seed: int = 0, segments: int = 0) -> list[dict]:
