@@ -23,8 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # After parsing, so that --help answers without loading torch and gradio. The CLI's logging setup
-    # comes first: it quiets the libraries (bitsandbytes' optional-kernel warning among them) before
-    # the app's imports load them, as in every training job's log.
+    # comes first (importing huvi quiets bitsandbytes' optional-kernel warning), so the app's log is
+    # as quiet as every training job's.
     from huvi.cli import setup_logging
 
     setup_logging(verbose=False)

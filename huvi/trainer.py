@@ -48,7 +48,7 @@ from huvi.evaluate import score_pairs
 from huvi.health import HealthMonitor
 from huvi.optim import make_lr_schedule, make_optimizer
 from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs, split_pairs
-from huvi.precision import make_accelerator, weight_dtype
+from huvi.precision import make_accelerator, precision_name, weight_dtype
 from huvi.previews import Previewer
 from huvi.runs import (
     STAGES,
@@ -249,7 +249,7 @@ class _Trainer:
         model.train()
         logger.info(
             "stage %s: %d steps from step %d, %.2fM trainable parameters, %s precision",
-            stage, scfg.steps, step, sum(p.numel() for p in params) / 1e6, "fp32" if acc.mixed_precision == "no" else acc.mixed_precision,
+            stage, scfg.steps, step, sum(p.numel() for p in params) / 1e6, precision_name(acc.mixed_precision),
         )
         bar = tqdm(total=scfg.steps, initial=step, desc=stage, unit="step", disable=not (self.show_progress and acc.is_main_process))
         row: dict = {}
