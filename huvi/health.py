@@ -103,3 +103,32 @@ class HealthMonitor:
         """Rebuild the state from the rows a resumed stage already wrote."""
         for row in rows:
             self.update(row)
+
+
+SIGN_TEXT = {
+    DEGRADING: "the winners' and losers' own losses are rising above the reference's",
+    ACCURACY_FELL: "training accuracy fell from its peak",
+    LOSS_CLIMBING: "the loss climbed back above the reference's",
+    HELD_OUT_FELL: "held-out accuracy fell from its best",
+}
+
+
+def summary(rows: list[dict]) -> str:
+    """One sentence on a run's DPO health for its page, from its metrics rows: the signs active at
+    the latest DPO step (or at any step, once the stage has moved on), and with held-out pairs which
+    step's adapter is kept. Empty when there is nothing to say."""
+    dpo = [r for r in rows if r.get("stage") == "dpo"]
+    if not dpo:
+        return ""
+    last, parts = dpo[-1], []
+    if last.get("health"):
+        parts.append(f"⚠ DPO health at step {last['step']}: " + "; ".join(SIGN_TEXT.get(s, s) for s in last["health"]) + f". To fix: {ADVICE}.")
+    else:
+        seen = sorted({s for r in dpo for s in r.get("health", ())})
+        if seen:
+            parts.append("DPO showed signs of trouble earlier (" + ", ".join(seen) + ") but none at its latest step.")
+    if "best_step" in last:
+        held = [r for r in dpo if r["step"] == last["best_step"] and "val_accuracy" in r]
+        score = f" (held-out accuracy {held[0]['val_accuracy']:.2f})" if held else ""
+        parts.append(f"Best held-out adapter so far: step {last['best_step']}{score}; it becomes the final DPO adapter.")
+    return " ".join(parts)

@@ -33,7 +33,7 @@ from gradio_client.exceptions import AppError
 from helpers import BUSY
 
 from huvi.job_log import log_tail
-from huvi.jobs import Jobs
+from huvi.jobs import Jobs, JobStatus, progress
 from huvi.pairs import form_pairs
 from huvi.synthetic import moving_square
 from huvi.video import write_clip
@@ -151,6 +151,16 @@ def test_each_stage_has_its_own_loss_plot_on_its_own_step_axis():
     early = metric_plots(rows[:4], {"motion": 3, "dpo": 2}, held_out=True)["accuracy"].frame
     held = early.query("series == 'held-out pairs'")
     assert len(held) == 1 and held["value"].isna().all()
+
+
+def test_the_train_tab_says_when_dpo_goes_wrong(tmp_path):
+    """The status above the plots carries the health signs of the newest DPO row and the adapter kept."""
+    rows = [{"stage": "dpo", "step": 40, "loss": 2.0, "accuracy": 0.0, "health": ["accuracy fell"], "best_step": 20}]
+    status = JobStatus(tmp_path, "running", "Training.", progress([], {"dpo": 100}), True, False, "")
+    text = TrainHandlers.status_markdown(status, rows)
+    assert "⚠ DPO health at step 40: training accuracy fell from its peak. To fix: lower dpo.learning_rate" in text
+    assert "Best held-out adapter so far: step 20; it becomes the final DPO adapter." in text
+    assert "health" not in TrainHandlers.status_markdown(status, rows[:0])
 
 
 def test_a_few_dpo_spikes_do_not_flatten_the_loss_curve():

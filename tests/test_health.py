@@ -10,7 +10,7 @@ from helpers import metric_rows, tiny_config
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from huvi.health import ACCURACY_FELL, DEGRADING, HELD_OUT_FELL, LOSS_CLIMBING, HealthMonitor
+from huvi.health import ACCURACY_FELL, DEGRADING, HELD_OUT_FELL, LOSS_CLIMBING, HealthMonitor, summary
 from huvi.runs import Run
 from huvi.trainer import train
 
@@ -79,6 +79,18 @@ def test_replay_gives_a_resumed_stage_the_same_signs():
 
 
 # the best held-out adapter -------------------------------------------------------------------------
+def test_the_run_page_says_what_the_latest_dpo_rows_show():
+    """The Train tab's status line (huvi.health.summary): the signs active now, what to do, the adapter kept."""
+    motion = [{"stage": "motion", "step": 1, "loss": 0.1}]
+    assert summary(motion) == "" and summary(motion + [row(1)]) == ""
+    sick = [row(1, val_accuracy=0.8), row(2, health=[DEGRADING, ACCURACY_FELL], best_step=1)]
+    text = summary(motion + sick)
+    assert text.startswith("⚠ DPO health at step 2: the winners' and losers' own losses are rising") and "training accuracy fell" in text
+    assert "lower dpo.learning_rate" in text and "Best held-out adapter so far: step 1 (held-out accuracy 0.80)" in text
+    recovered = summary(sick + [row(3, best_step=1)])
+    assert not recovered.startswith("⚠") and "earlier (accuracy fell, degrading)" in recovered
+
+
 @pytest.fixture(scope="module")
 def held_out_run(category, tmp_path_factory):
     """Tiny, a third of the pairs held out and scored every 2 of 8 DPO steps at a learning rate high

@@ -17,6 +17,7 @@ import gradio as gr
 from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.gpu_lock import busy_subject
+from huvi.health import summary
 from huvi.job_log import log_tail
 from huvi.jobs import JobStatus, read_job
 from huvi.precision import cpu_load, free_cores
@@ -210,13 +211,17 @@ class TrainHandlers(Context):
             return None
 
     @staticmethod
-    def status_markdown(status: JobStatus | None) -> str:
+    def status_markdown(status: JobStatus | None, rows: list[dict] = ()) -> str:
+        """The run's state, its DPO health (from its metrics `rows`), how it was started and resumes."""
         if status is None:
             return "No run picked. Start one above, or pick a run to watch."
         title = STATE_TITLES.get(status.state, status.state)
         lines = [f"### {STATE_ICONS.get(status.state, '')} {title} — `{status.run.name}`", status.message]
         if status.state == "finished":
             lines.append("Next: make clips with it in **5 · Generate**, or download its LoRA in **6 · Export**.")
+        health = summary(list(rows))
+        if health:
+            lines.append(health)
         if status.first_command:
             lines.append(f"Started with: `{status.first_command}`")
         if status.command and status.command != status.first_command:
@@ -286,11 +291,11 @@ class TrainHandlers(Context):
         status = self.status(run_name)
         if seen.get("run") != run_name:
             seen = {"run": run_name}
-        out = {"status": self.status_markdown(status), "progress": self.progress_html(status)}
+        rows = Run(status.run).read_metrics() if status else []
+        out = {"status": self.status_markdown(status, rows), "progress": self.progress_html(status)}
         out["start"], out["busy"] = self.busy_note()
         out["stop"] = gr.Button(interactive=bool(status and status.can_stop))
         out["resume"] = gr.Button(interactive=bool(status and status.can_resume))
-        rows = Run(status.run).read_metrics() if status else []
         if seen.get("rows") != len(rows):
             seen["rows"] = len(rows)
             totals = status.progress.totals if status else dict.fromkeys(STAGES, 0)
