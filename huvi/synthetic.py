@@ -3,8 +3,8 @@
 A clip is a coloured square gliding over a soft textured background. In a "direction" category
 squares moving right are rated 4-5 and squares moving left 1-2; start positions, colours, sizes
 and speeds vary, so neither the first nor the last frame alone gives the rating away. A
-`preference_category` is rated by one of PREFERENCES the same way (growing over shrinking, a
-steady glide over a shaking one, ...). In a
+`preference_category` is rated by one of PREFERENCES (growing over shrinking, a steady glide over
+a shaking one, ...) and holds couples of clips that differ only in that preference. In a
 "flicker" category (DenseDPO) each explicit pair is two copies of one clip that differ only by a
 flicker in some of their segments, labelled per segment and per clip.
 """
@@ -103,9 +103,13 @@ def preference_category(
     prompt: str = "a square moving across the frame",
     spread: bool = True,
 ) -> Path:
-    """Write a category rated by one of PREFERENCES: even clips show the preferred motion, odd ones
-    the other. With `spread` the preferred are rated 4 or 5 and the others 1 or 2 at random (a
-    rater's noise); without it 5 and 1, so the preference alone decides every pair (held-out sets)."""
+    """Write a category rated by one of PREFERENCES, in couples: clips 2k (preferred) and 2k+1 (the
+    other) are the same square (background, size, colour, speed, start and, unless the preference is
+    about it, direction) and differ only in the preference. With 6 clips a side, independent draws
+    leave chance confounds (in one 12-clip set 4 of the 6 preferred squares moved left and 2 of
+    the others) that DPO learns as readily as the preference, and held-out accuracy then measures
+    them. With `spread` the preferred are rated 4 or 5 and the others 1 or 2 at random (a rater's
+    noise); without it 5 and 1, so the preference alone decides every pair (held-out sets)."""
     if preference not in PREFERENCES:
         raise ValueError(f"unknown preference {preference!r}; choose one of {', '.join(PREFERENCES)}")
     root = Path(root)
@@ -114,9 +118,11 @@ def preference_category(
     scores = {}
     for i in range(clips):
         preferred = i % 2 == 0
-        motion = {"direction": int(rng.choice([-1, 1]))} | PREFERENCES[preference][0 if preferred else 1]
+        if preferred:
+            direction = int(rng.choice([-1, 1]))  # one per couple
+        motion = {"direction": direction} | PREFERENCES[preference][0 if preferred else 1]
         name = f"{preference}_{seed}_{i:02d}.mp4"
-        write_clip(root / "clips" / name, moving_square(seed=seed * 1000 + i, frames=frames, size=size, **motion))
+        write_clip(root / "clips" / name, moving_square(seed=seed * 1000 + i // 2, frames=frames, size=size, **motion))
         score = (int(rng.integers(4, 6)) if preferred else int(rng.integers(1, 3))) if spread else (5 if preferred else 1)
         scores[name] = score
     write_json(root / "category.json", {"prompt": prompt, "scores": scores})

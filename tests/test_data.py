@@ -17,7 +17,7 @@ from huvi.cache import cache_category, cache_dir
 from huvi.category import check_category, clip_frames, load_category
 from huvi.config import load_config
 from huvi.errors import HuviError
-from huvi.synthetic import moving_square
+from huvi.synthetic import moving_square, preference_category
 from huvi.video import read_clip, write_clip
 
 BUNNY_FRAMES, BUNNY_W, BUNNY_H = 132, 1280, 720
@@ -278,3 +278,20 @@ def test_category_json_is_read_as_utf8(category_copy):
     meta["prompt"] = "un carré qui glisse"
     (category_copy / "category.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     assert load_category(category_copy).prompt == "un carré qui glisse"
+
+
+@pytest.mark.parametrize("preference", ["direction", "growth", "smoothness"])
+def test_a_preference_category_s_couples_differ_only_in_the_preference(tmp_path, preference):
+    """Clips 2k and 2k+1 are the same square on the same background (their first frames differ only
+    where the square is: shaken, started from the other side, or not yet grown), and the ratings
+    follow the preference."""
+    root = preference_category(tmp_path, preference, clips=4, seed=3, frames=8, size=32)
+    meta = json.loads((root / "category.json").read_text())
+    names = sorted(meta["scores"])
+    clips = [read_clip(root / "clips" / n, 32, 32).astype(int) for n in names]  # (8, 32, 32, 3) each
+    assert [meta["scores"][n] >= 4 for n in names] == [True, False, True, False]
+    across = np.abs(clips[0][0] - clips[2][0]).mean()  # two couples' first frames
+    for k in (0, 2):
+        a, b = clips[k], clips[k + 1]
+        assert np.abs(a[0] - b[0]).mean() < across / 2
+        assert np.abs(a - b).mean() > 0.5  # the preference shows
