@@ -22,10 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from huvi.backbone import Encoders
 from huvi.category import Category, clip_frames, first_problem
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
+from huvi.families.sd15.models import Encoders
 from huvi.io import file_digest, write_safetensors
 
 logger = logging.getLogger(__name__)

@@ -290,7 +290,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_weights(args: argparse.Namespace) -> int:
-    from huvi.full_size import write_test_weights
+    from huvi.families.sd15.full_size import write_test_weights
 
     weights = write_test_weights(args.dir, seed=args.seed, force=args.force)
     print(json.dumps({"base": str(weights.base), "motion_adapter": str(weights.motion_adapter), "set": weights.overrides}))

@@ -28,11 +28,11 @@ from huvi.batches import derived_seed
 from huvi.category import add_pair, clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
+from huvi.families.sd15.sampling import make_scheduler, sdedit_start
 from huvi.generate import RunModel, run_config
 from huvi.model_cache import ModelCache
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
-from huvi.sampling import make_scheduler, sdedit_start
 from huvi.video import write_clip
 
 logger = logging.getLogger(__name__)

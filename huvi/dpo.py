@@ -9,7 +9,8 @@ from functools import partial
 import torch
 
 from huvi.adapters import MOTION, active_adapters
-from huvi.diffusion import first_frame_noisy, per_sample_error, predict, prediction_target
+from huvi.diffusion import per_sample_error
+from huvi.families.sd15.diffusion import first_frame_noisy, predict, prediction_target
 from huvi.segments import segment_errors
 
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (pred, target) -> errors

@@ -12,12 +12,12 @@ import torch
 from tqdm.auto import tqdm
 
 from huvi.adapters import DPO, MOTION, active_adapters, load_adapter, set_active
-from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.batches import derived_seed
 from huvi.cache import ClipLatents, cache_category
 from huvi.category import check_pair_lengths, load_category
 from huvi.diffusion import per_sample_error
 from huvi.dpo import Reduce, denoising_errors
+from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
 from huvi.losses import dpo_inside
 from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs
 from huvi.precision import default_device, resolve_precision, weight_dtype

@@ -331,8 +331,8 @@ def _metadata(run: RunInfo, fmt: str, names: list[str], lora: Lora, out: Path) -
     merged = len(adapters) > 1
     baked = merged or fmt == "comfy-motion"
     tiny = cfg.model.source == "tiny"
-    base, base_folder = ("huvi tiny random SD1.5-style UNet (huvi.tiny)", "") if tiny else hub_id(cfg.model.base, "base")
-    motion_adapter, motion_folder = ("huvi tiny random motion adapter (huvi.tiny)", "") if tiny else hub_id(cfg.model.motion_adapter, "motion_adapter")
+    base, base_folder = ("huvi tiny random SD1.5-style UNet (huvi.families.sd15.tiny)", "") if tiny else hub_id(cfg.model.base, "base")
+    motion_adapter, motion_folder = ("huvi tiny random motion adapter (huvi.families.sd15.tiny)", "") if tiny else hub_id(cfg.model.motion_adapter, "motion_adapter")
     what = " + ".join(names)
     description = (
         f"huvi {what} LoRA for AnimateDiff (SD1.5 UNet + motion adapter {motion_adapter}), {fmt} layout"

@@ -26,15 +26,15 @@ import torch
 from PIL import Image
 
 from huvi.adapters import DPO, MOTION, load_adapter
-from huvi.backbone import Encoders, load_encoders, load_scheduler, load_unet
 from huvi.cache import encode_frames, encode_prompt
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
+from huvi.families.sd15.models import Encoders, load_encoders, load_scheduler, load_unet
+from huvi.families.sd15.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.first_frame import dpo_sdxl_frame, load_image
 from huvi.io import atomic_write, write_json
 from huvi.precision import default_device, precision_name, resolve_precision, weight_dtype
 from huvi.runs import Run
-from huvi.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.video import write_clip
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ class RunModel:
         strength: float = 1.0,
     ) -> np.ndarray:
         """One clip with the adapters at `strengths`, frame 0 held at `first` (c, h, w): (f, H, W, 3)
-        uint8. `init` and `strength` make it SDEdit from a clip (see huvi.sampling.sample_latents)."""
+        uint8. `init` and `strength` make it SDEdit from a clip (see huvi.families.sd15.sampling.sample_latents)."""
         gen_cfg = self.cfg.generate
         set_strengths(self.unet, {name: value for name, value in strengths.items() if name in self.present})
         latents = sample_latents(

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from huvi.backbone import load_encoders
 from huvi.cache import CategoryLatents, encode_prompt
 from huvi.config import HuviConfig
+from huvi.families.sd15.models import load_encoders
+from huvi.families.sd15.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.runs import STAGES
-from huvi.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.video import write_clip
 
 

@@ -37,7 +37,6 @@ from peft import set_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from huvi.adapters import DPO, MOTION, adapter_parameters, adapter_state_dict, add_adapter, load_adapter, save_adapter, set_active
-from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.batches import derived_seed
 from huvi.best import BestAdapter
 from huvi.cache import CategoryLatents, cache_category
@@ -45,6 +44,7 @@ from huvi.category import Category, check_pair_lengths, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.evaluate import score_pairs
+from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
 from huvi.health import HealthMonitor
 from huvi.optim import make_lr_schedule, make_optimizer
 from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs, split_pairs

@@ -33,14 +33,15 @@ from huvi.adapters import (
     read_adapter_config,
     set_active,
 )
-from huvi.backbone import load_scheduler, load_unet
 from huvi.cache import cache_category
 from huvi.category import load_category
 from huvi.config import HuviConfig
-from huvi.diffusion import first_frame_noisy, per_sample_error, predict
+from huvi.diffusion import per_sample_error
 from huvi.dpo import pair_errors
 from huvi.errors import HuviError
 from huvi.evaluate import evaluate_run, score_pairs
+from huvi.families.sd15.diffusion import first_frame_noisy, predict
+from huvi.families.sd15.models import load_scheduler, load_unet
 from huvi.pairs import form_pairs
 from huvi.runs import Run, optimizer_from_tensors, optimizer_to_tensors
 from huvi.trainer import train

@@ -14,10 +14,10 @@ import gc
 import time
 
 from huvi.adapters import adapter_parameters
-from huvi.backbone import load_encoders, load_unet
 from huvi.bench.measure import environment, peak_rss, reset_peak_rss
 from huvi.bench.step import build_setup, describe, gib, train_step
 from huvi.config import HuviConfig
+from huvi.families.sd15.models import load_encoders, load_unet
 from huvi.optim import make_lr_schedule, make_optimizer
 from huvi.precision import make_accelerator, weight_dtype
 

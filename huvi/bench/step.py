@@ -20,16 +20,16 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNetMotionModel
 from transformers import CLIPTextModel
 
-from huvi import tiny
 from huvi.adapters import DPO, MOTION, add_adapter, set_active
-from huvi.backbone import load_encoders, load_unet
 from huvi.batches import crop_and_flip, derived_seed
 from huvi.cache import ClipLatents
 from huvi.config import HuviConfig, ModelConfig
-from huvi.diffusion import SD15_SCHEDULER
 from huvi.dpo import denoising_errors, pair_errors
 from huvi.errors import HuviError
-from huvi.full_size import SD15_VAE, full_size_encoders, full_size_unet, read_architecture
+from huvi.families.sd15 import tiny
+from huvi.families.sd15.diffusion import SD15_SCHEDULER
+from huvi.families.sd15.full_size import SD15_VAE, full_size_encoders, full_size_unet, read_architecture
+from huvi.families.sd15.models import load_encoders, load_unet
 from huvi.losses import diffusion_dpo_loss
 
 STAGES = ("motion", "dpo")

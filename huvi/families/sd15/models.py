@@ -5,7 +5,7 @@ motion modules checkpointed with the rest);
 `load_encoders` the VAE, CLIP text encoder and tokenizer; `load_scheduler` the DDPM noise schedule.
 Pretrained parts come from the Hub ids or folders in the config through the usual
 `from_pretrained` calls, straight into the asked dtype; `model.source: tiny` builds small random
-ones in code (huvi.tiny).
+ones in code (huvi.families.sd15.tiny).
 
 The video UNet holds the loaded tensors themselves: diffusers' `UNetMotionModel.from_unet2d` lays it
 out on the meta device (no weights) and `load_state_dict(assign=True)` hands it the SD1.5 UNet's
@@ -23,11 +23,11 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from huvi import tiny
-from huvi.attention import set_spatial_attention
-from huvi.checkpointing import checkpoint_motion_modules
 from huvi.config import ModelConfig
 from huvi.errors import HuviError
+from huvi.families.sd15 import tiny
+from huvi.families.sd15.attention import set_spatial_attention
+from huvi.families.sd15.checkpointing import checkpoint_motion_modules
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Model families: each one module behind the interface of huvi.families.base."""
