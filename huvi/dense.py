@@ -28,7 +28,6 @@ from huvi.batches import derived_seed
 from huvi.category import add_pair, clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
-from huvi.families.sd15.sampling import make_scheduler, sdedit_start
 from huvi.generate import RunModel, run_config
 from huvi.model_cache import ModelCache
 from huvi.pairs import ExplicitPair
@@ -101,9 +100,7 @@ def make_aligned_pairs(
     text = model.encode_prompt(category.prompt)  # (tokens, dim)
     uncond = model.encode_prompt(cfg.generate.negative_prompt)
     gen_cfg, data = cfg.generate, cfg.data
-    scheduler = make_scheduler(gen_cfg.scheduler, model.train_scheduler)
-    scheduler.set_timesteps(gen_cfg.steps)
-    start_timestep = int(scheduler.timesteps[sdedit_start(gen_cfg.steps, eta, scheduler.order)])
+    start_timestep = model.family.sdedit_timestep(model.family.sampler(gen_cfg.scheduler), gen_cfg.steps, eta)
 
     made = []
     for i, name in enumerate(sources):

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
-from huvi.families.sd15.models import pretrained
+from huvi.hub import pretrained
 from huvi.video import fit_frame
 
 logger = logging.getLogger(__name__)

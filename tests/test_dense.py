@@ -14,14 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import metric_rows, read_meta, tiny_config, write_meta
-from huvi.cache import encode_frames
 from huvi.category import add_pair, check_category, label_pair, label_segment, load_category, read_pairs, remove_pair
 from huvi.cli import EXIT_BAD_INPUT, main
 from huvi.config import load_config
 from huvi.diffusion import per_sample_error
 from huvi.errors import HuviError
 from huvi.evaluate import evaluate_run
-from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
+from huvi.families.sd15.models import encode_frames, load_encoders, load_scheduler, load_unet
 from huvi.families.sd15.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.losses import diffusion_dpo_loss, segment_dpo_loss
 from huvi.pair_view import ACTIVE, GAP, IDLE, OUTSIDE, PLAYHEAD, STRIP, pair_preview, pair_segments, preview_path, timeline_strips

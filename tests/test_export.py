@@ -19,11 +19,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from huvi.adapters import DPO, MOTION, load_adapter, set_active
-from huvi.config import ALL_ATTENTION, load_config
+from huvi.config import load_config
 from huvi.errors import HuviError
-from huvi.export import FORMATS, export_run, kohya_name
+from huvi.export import FORMATS, export_run
 from huvi.families.sd15 import tiny
+from huvi.families.sd15.export import kohya_name
 from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
+from huvi.families.sd15.targets import ALL_ATTENTION
 from huvi.io import write_safetensors
 from huvi.modelcard import render_card
 from huvi.runs import Run

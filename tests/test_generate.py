@@ -16,12 +16,11 @@ from PIL import Image
 from test_cli import run_module
 
 from huvi.adapters import DPO, MOTION, load_adapter
-from huvi.cache import encode_frames
 from huvi.cli import main
 from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.families.sd15.diffusion import predict
-from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
+from huvi.families.sd15.models import encode_frames, load_encoders, load_scheduler, load_unet
 from huvi.families.sd15.sampling import (
     SCHEDULERS,
     decode_latents,
