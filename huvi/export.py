@@ -10,7 +10,7 @@ Each model family has its own key layouts (`ModelFamily.export_formats`; SD1.5's
 comfy-motion, in huvi.families.sd15.export); the layer arithmetic is in huvi.lora.
 
 Every file carries string metadata: ModelSpec (`modelspec.*`), kohya's `ss_*` (kohya files), huvi's
-own (`huvi.*`); `huvi.modelcard` writes the README.md beside it.
+own (`huvi.*`); the family's `render_card` writes the README.md beside it.
 
 The category and prompt of a run are read from `RUN/run.json` when the run has one
 (`{"category": "<category folder>", "prompt": "<prompt>", "pairs": <training pairs>}`); older runs
@@ -35,7 +35,6 @@ from huvi.families import family_for
 from huvi.families.base import ModelFamily
 from huvi.io import write_safetensors, write_text
 from huvi.lora import Lora, merge_loras, read_lora
-from huvi.modelcard import render_card
 from huvi.runs import Run
 
 logger = logging.getLogger(__name__)
@@ -213,5 +212,5 @@ def export_run(run_dir: Path, fmt: str, out: Path, merge: bool = False) -> Expor
         logger.info("wrote %s (%s, %d layers)", path, "+".join(names), len(lora))
     card = out.parent / "README.md"
     files = {path.name: meta["huvi.adapters"] for path, meta in written.items()}
-    write_text(card, render_card(fmt, files, written[out], spec.left_out, spec.reason))
+    write_text(card, family.render_card(fmt, files, written[out]))
     return ExportResult(files=list(written), card=card, metadata=written[out])

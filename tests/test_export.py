@@ -23,11 +23,11 @@ from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.export import FORMATS, export_run
 from huvi.families.sd15 import tiny
+from huvi.families.sd15.card import render_card
 from huvi.families.sd15.export import kohya_name
 from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
 from huvi.families.sd15.targets import ALL_ATTENTION
 from huvi.io import write_safetensors
-from huvi.modelcard import render_card
 from huvi.runs import Run
 from huvi.trainer import train
 

@@ -15,7 +15,7 @@ A family supplies:
                  sdedit_timestep
     LoRA         its `targets` module (no model code, so a config reads it cheaply): the module-name
                  regexes of the motion and DPO adapters, the config's adapter defaults
-    export       export_formats (huvi.export writes them) and export_metadata
+    export       export_formats (huvi.export writes them), export_metadata, render_card
     bench        random_denoiser, random_encoders, latent_shape, prompt_shape, encode_uncached,
                  step_parts
     presets      smaller_presets (the out-of-memory advice)
@@ -36,12 +36,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
 from huvi.config import DataConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from huvi.lora import Lora
 
 
 class Encoders(Protocol):
@@ -68,9 +71,9 @@ class ExportFormat:
     """One file layout a family's LoRA can be written in (huvi.export)."""
 
     carries: Callable[[str], bool]  # whether the format can hold a layer (by module path)
-    prepare: Callable[[Any], Any]  # Lora -> the same updates in the form the format stores
-    tensors: Callable[[Any], dict[str, torch.Tensor]]  # Lora -> the file's tensors
-    metadata: Callable[[Any], dict[str, str]]  # Lora -> metadata the format's loader reads
+    prepare: Callable[[Lora], Lora]  # the same updates in the form the format stores
+    tensors: Callable[[Lora], dict[str, torch.Tensor]]  # the file's tensors
+    metadata: Callable[[Lora], dict[str, str]]  # metadata the format's loader reads
     bakes_scale: bool  # prepare bakes each layer's alpha/rank scale into its up weights
     implementation: str  # modelspec.implementation: the code whose module naming the keys follow
     left_out: str  # the layers the format cannot hold ("" for none)
@@ -189,6 +192,11 @@ class ModelFamily(ABC):
         """What a file of format `fmt` says about the base model, for the LoRA `adapters`
         ("motion + dpo"): `description` (the file's one-line description) and the `modelspec.*`,
         `huvi.*` and `ss_*` keys that name the model (huvi.export adds the rest)."""
+
+    @abstractmethod
+    def render_card(self, fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:
+        """The model card (README.md) beside an export: `files` (file name -> adapters it holds) of
+        format `fmt`, `meta` the metadata written into the first of them."""
 
     # bench -------------------------------------------------------------------------------------
     @abstractmethod

@@ -2,7 +2,7 @@
 
 Its parts: the models and encoders (huvi.families.sd15.models, tiny, full_size), DDPM epsilon
 training with frame 0 clean (diffusion), first-frame-conditioned sampling (sampling), LoRA targets
-(targets) and export layouts (export).
+(targets), export layouts (export) and the exported LoRA's model card (card).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from diffusers import DDPMScheduler
 from huvi.config import DataConfig
 from huvi.families.base import Encoders, ExportFormat, ModelFamily
 from huvi.families.sd15 import export, full_size, models, tiny
+from huvi.families.sd15.card import render_card
 from huvi.families.sd15.diffusion import SD15_SCHEDULER, eval_timesteps, first_frame_noisy, predict, prediction_target
 from huvi.families.sd15.sampling import make_scheduler, sample_latents, sdedit_start
 
@@ -99,6 +100,10 @@ class SD15(ModelFamily):
 
     def export_metadata(self, fmt: str, adapters: str, baked: bool, category: str, prompt: str) -> dict[str, str]:
         return export.export_metadata(self.model, fmt, adapters, baked, category, prompt)
+
+    def render_card(self, fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:
+        spec = export.EXPORT_FORMATS[fmt]
+        return render_card(fmt, files, meta, spec.left_out, spec.reason)
 
     # bench -------------------------------------------------------------------------------------
     def random_denoiser(self, device: torch.device | str) -> torch.nn.Module:

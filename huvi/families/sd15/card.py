@@ -1,4 +1,4 @@
-"""The model card (README.md) written beside an exported LoRA.
+"""The model card (README.md) written beside an exported SD1.5 + AnimateDiff LoRA.
 
 `render_card` turns the metadata an export wrote into its file (`huvi.*`, `modelspec.*`) into
 Markdown: what the LoRA is, how it was trained, what each file holds, how to load it in diffusers
