@@ -46,7 +46,7 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from huvi.full_size import write_test_weights
+from huvi.families.sd15.full_size import write_test_weights
 from huvi.runs import Run
 from huvi.synthetic import direction_category
 

@@ -1,4 +1,4 @@
-"""On-disk cache of VAE latents and prompt embeddings.
+"""On-disk cache of VAE latents and prompt embeddings, encoded by the run's model family.
 
 Each clip is encoded once per (file content, model, frame settings), plain and flipped, and the
 prompt once per (text, model); the VAE and text encoder are loaded only when an entry is missing
@@ -16,22 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from huvi.backbone import Encoders
 from huvi.category import Category, clip_frames, first_problem
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
+from huvi.families import family_for
+from huvi.families.base import Encoders
 from huvi.io import file_digest, write_safetensors
 
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the stored layout or the encoding changes
-ENCODE_BATCH = 8  # frames per VAE call
 
 
 def cache_dir() -> Path:
@@ -58,7 +57,7 @@ def _digest(*parts) -> str:
 
 
 def _model_id(cfg: HuviConfig) -> dict:
-    return {"v": CACHE_VERSION, "source": cfg.model.source, "base": cfg.model.base}
+    return {"v": CACHE_VERSION} | family_for(cfg.model).cache_id()
 
 
 def clip_key(path: Path, cfg: HuviConfig) -> str:
@@ -87,26 +86,6 @@ def _load(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
     return stored
 
 
-@torch.no_grad()
-def encode_frames(vae, frames, device: torch.device) -> torch.Tensor:
-    """(f, h, w, 3) uint8 -> (c, f, h/s, w/s) fp32 latents: the posterior mean times the VAE's scaling_factor.
-
-    The pixels enter the VAE in its own dtype (a half-precision VAE refuses fp32 input)."""
-    frames = np.require(frames, requirements="W")  # torch.from_numpy wants a writable array
-    pixels = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (f, 3, h, w) in [-1, 1]
-    chunks = [vae.encode(chunk.to(vae.dtype)).latent_dist.mean for chunk in pixels.split(ENCODE_BATCH)]
-    latents = torch.cat(chunks).float() * vae.config.scaling_factor  # (f, c, h', w')
-    return latents.permute(1, 0, 2, 3).contiguous().cpu()  # (c, f, h', w')
-
-
-@torch.no_grad()
-def encode_prompt(encoders: Encoders, prompt: str, device: torch.device) -> torch.Tensor:
-    """The text encoder's last hidden state for `prompt`, padded to the tokenizer's length: (tokens, dim)."""
-    tok = encoders.tokenizer
-    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-    return encoders.text_encoder(ids.to(device))[0][0].cpu()
-
-
 def cache_category(
     category: Category,
     cfg: HuviConfig,
@@ -129,7 +108,7 @@ def cache_category(
     prompt_path = root / "prompts" / f"{prompt_key(category.prompt, cfg)}.safetensors"
     stored = _load(prompt_path, ("embeds",))
     if stored is None:
-        stored = {"embeds": encode_prompt(get_encoders(), category.prompt, device)}
+        stored = {"embeds": get_encoders().encode_prompt(category.prompt, device)}
         write_safetensors(prompt_path, stored)
     prompt_embeds = stored["embeds"]
 
@@ -147,10 +126,9 @@ def cache_category(
             except HuviError as err:
                 failures.append(str(err))
                 continue
-            vae = get_encoders().vae
             stored = {
-                "latents": encode_frames(vae, frames, device),
-                "flipped": encode_frames(vae, frames[:, :, ::-1].copy(), device),
+                "latents": get_encoders().encode_frames(frames, device),
+                "flipped": get_encoders().encode_frames(frames[:, :, ::-1].copy(), device),
             }
             write_safetensors(path, stored, metadata={"clip": clip.name})
         clips[clip.name] = ClipLatents(stored["latents"], stored["flipped"])

@@ -290,10 +290,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_weights(args: argparse.Namespace) -> int:
-    from huvi.full_size import write_test_weights
+    from huvi.config import ModelConfig
+    from huvi.families import family_for
 
-    weights = write_test_weights(args.dir, seed=args.seed, force=args.force)
-    print(json.dumps({"base": str(weights.base), "motion_adapter": str(weights.motion_adapter), "set": weights.overrides}))
+    print(json.dumps(family_for(ModelConfig()).write_test_weights(args.dir, seed=args.seed, force=args.force)))  # the default family
     return 0
 
 

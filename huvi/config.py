@@ -20,18 +20,10 @@ from typing import Any, Literal
 import yaml
 
 from huvi.errors import HuviError
+from huvi.families import DEFAULT_FAMILY, FAMILIES
+from huvi.families.sd15.targets import ALL_ATTENTION, MOTION_TARGETS  # the default family's adapter targets
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
-
-# Attention projections of every attention layer (spatial self/cross and temporal) in a
-# UNetMotionModel. `fullmatch`ed by peft against the dotted module name.
-ALL_ATTENTION = r".*attn[12]\.(to_q|to_k|to_v|to_out\.0)"
-# Temporal attention (AnimateDiff motion modules) plus the spatial self-attention (attn1).
-MOTION_TARGETS = (
-    r".*motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
-    r"|.*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)"
-)
-
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
@@ -40,6 +32,7 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
+    family: str = DEFAULT_FAMILY  # the model family (huvi.families): sd15 = SD1.5 + AnimateDiff
     source: Literal["pretrained", "tiny"] = "pretrained"  # Hub/local weights, or tiny random ones built in code
     base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # SD1.5 in diffusers layout (Hub id or folder)
     motion_adapter: str = "guoyww/animatediff-motion-adapter-v1-5-2"  # AnimateDiff MotionAdapter (Hub id or folder)
@@ -48,6 +41,7 @@ class ModelConfig:
     gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more time
 
     def __post_init__(self) -> None:
+        _check(self.family in FAMILIES, f"model.family must be one of {', '.join(sorted(FAMILIES))}, not {self.family!r}.")
         _check(self.source in ("pretrained", "tiny"), f"model.source must be 'pretrained' or 'tiny', not {self.source!r}.")
         _check(self.attention in ("sparse_causal", "full"), f"model.attention must be 'sparse_causal' or 'full', not {self.attention!r}.")
         _check(

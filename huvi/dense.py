@@ -32,7 +32,6 @@ from huvi.generate import RunModel, run_config
 from huvi.model_cache import ModelCache
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
-from huvi.sampling import make_scheduler, sdedit_start
 from huvi.video import write_clip
 
 logger = logging.getLogger(__name__)
@@ -101,9 +100,7 @@ def make_aligned_pairs(
     text = model.encode_prompt(category.prompt)  # (tokens, dim)
     uncond = model.encode_prompt(cfg.generate.negative_prompt)
     gen_cfg, data = cfg.generate, cfg.data
-    scheduler = make_scheduler(gen_cfg.scheduler, model.train_scheduler)
-    scheduler.set_timesteps(gen_cfg.steps)
-    start_timestep = int(scheduler.timesteps[sdedit_start(gen_cfg.steps, eta, scheduler.order)])
+    start_timestep = model.family.sdedit_timestep(model.family.sampler(gen_cfg.scheduler), gen_cfg.steps, eta)
 
     made = []
     for i, name in enumerate(sources):

@@ -1,4 +1,7 @@
-"""Denoising errors of first-frame-conditioned clips, and the Diffusion-DPO forward pass on one UNet."""
+"""Denoising errors of first-frame-conditioned clips, and the Diffusion-DPO forward pass on one model.
+
+The noising, the target and the model call are the model family's (huvi.families.base); the
+errors, the reference (the same model with only the motion adapter) and the batch order are not."""
 
 from __future__ import annotations
 
@@ -9,14 +12,15 @@ from functools import partial
 import torch
 
 from huvi.adapters import MOTION, active_adapters
-from huvi.diffusion import first_frame_noisy, per_sample_error, predict, prediction_target
+from huvi.diffusion import per_sample_error
+from huvi.families.base import ModelFamily
 from huvi.segments import segment_errors
 
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (pred, target) -> errors
 
 
 def denoising_errors(
-    unet, scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, reduce: Reduce = per_sample_error
+    model: torch.nn.Module, family: ModelFamily, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, reduce: Reduce = per_sample_error
 ) -> torch.Tensor:
     """Error of predicting the target from the noisy clip, per sample: (b,) (or what `reduce`
     returns, e.g. (b, s) per segment with `huvi.segments.segment_errors`).
@@ -24,15 +28,15 @@ def denoising_errors(
     latents, noise: (b, c, f, h, w); timesteps: (b,); text: (b, tokens, dim). Frame 0 stays clean
     in the input and is left out of the error.
     """
-    noisy = first_frame_noisy(latents, noise, timesteps, scheduler)
-    target = prediction_target(latents, noise, timesteps, scheduler)
-    return reduce(predict(unet, noisy, timesteps, text), target)
+    noisy = family.noisy_input(latents, noise, timesteps)
+    target = family.target(latents, noise, timesteps)
+    return reduce(family.predict(model, noisy, timesteps, text), target)
 
 
 def pair_errors(
     model: torch.nn.Module,
     base: torch.nn.Module,
-    scheduler,
+    family: ModelFamily,
     latents_w: torch.Tensor,
     latents_l: torch.Tensor,
     text: torch.Tensor,
@@ -56,9 +60,9 @@ def pair_errors(
     text = text.unsqueeze(0).expand(2 * n, -1, -1)  # (2n, tokens, dim)
     reduce = per_sample_error if masks is None else partial(segment_errors, masks=masks.repeat(2, 1, 1))  # masks: (2n, s, f)
     with torch.no_grad(), active_adapters(base, [MOTION]), autocast():
-        ref = denoising_errors(base, scheduler, latents, noise, timesteps, text, reduce)  # (2n,) or (2n, s)
+        ref = denoising_errors(base, family, latents, noise, timesteps, text, reduce)  # (2n,) or (2n, s)
     with autocast():
-        err = denoising_errors(model, scheduler, latents, noise, timesteps, text, reduce)
+        err = denoising_errors(model, family, latents, noise, timesteps, text, reduce)
     model_w, model_l = err.chunk(2)
     ref_w, ref_l = ref.chunk(2)
     return model_w, model_l, ref_w, ref_l

@@ -12,12 +12,13 @@ import torch
 from tqdm.auto import tqdm
 
 from huvi.adapters import DPO, MOTION, active_adapters, load_adapter, set_active
-from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.batches import derived_seed
 from huvi.cache import ClipLatents, cache_category
 from huvi.category import check_pair_lengths, load_category
 from huvi.diffusion import per_sample_error
 from huvi.dpo import Reduce, denoising_errors
+from huvi.families import family_for
+from huvi.families.base import ModelFamily
 from huvi.losses import dpo_inside
 from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs
 from huvi.precision import default_device, resolve_precision, weight_dtype
@@ -37,15 +38,10 @@ class PairScores:
         return out | ({"segments": self.segments} if self.segments is not None else {})
 
 
-def eval_timesteps(samples: int, num_train_timesteps: int) -> torch.Tensor:
-    """`samples` timesteps spread evenly over [0, T): the centres of equal strata."""
-    return ((torch.arange(samples) + 0.5) * num_train_timesteps / samples).long()
-
-
 @torch.no_grad()
 def clip_errors(
     unet: torch.nn.Module,
-    scheduler,
+    family: ModelFamily,
     latents: torch.Tensor,
     noise: torch.Tensor,
     timesteps: torch.Tensor,
@@ -65,7 +61,7 @@ def clip_errors(
     for rows in torch.arange(n * k).split(batch):
         ci, di = clip_index[rows], draw_index[rows]
         with autocast():
-            out.append(denoising_errors(unet, scheduler, latents[ci], noise[di], timesteps[di], text.expand(len(rows), -1, -1), reduce).float().cpu())
+            out.append(denoising_errors(unet, family, latents[ci], noise[di], timesteps[di], text.expand(len(rows), -1, -1), reduce).float().cpu())
         if progress is not None:
             progress.update(len(rows))
     errors = torch.cat(out)  # (n k,) or (n k, f)
@@ -90,7 +86,7 @@ def _segment_margins(model: torch.Tensor, ref: torch.Tensor, row: dict[str, int]
 
 def score_pairs(
     unet: torch.nn.Module,
-    scheduler,
+    family: ModelFamily,
     clips: dict[str, ClipLatents],
     pairs: list[Pair] | list[SegmentPair],
     text: torch.Tensor,
@@ -106,7 +102,7 @@ def score_pairs(
     segment pairs, each labelled segment's margin, oriented by its label (DenseDPO).
 
     Every clip is scored under the same draws (one noise per draw, timesteps spread evenly by
-    `eval_timesteps`), on its first `frames` frames, unflipped; the model is the UNet as it is (motion
+    the family's `eval_timesteps`), on its first `frames` frames, unflipped; the model is the UNet as it is (motion
     and dpo adapters active), the reference the same UNet with only the motion adapter.
     """
     if not pairs:
@@ -119,14 +115,14 @@ def score_pairs(
     latents = torch.stack([clips[n].latents[:, :frames] for n in names]).to(device, text.dtype)  # (n, c, f, h, w)
     gen = torch.Generator().manual_seed(derived_seed(seed, "eval"))
     noise = torch.randn((samples, *latents.shape[1:]), generator=gen).to(device, text.dtype)  # (k, c, f, h, w)
-    timesteps = eval_timesteps(samples, scheduler.config.num_train_timesteps).to(device)
+    timesteps = family.eval_timesteps(samples).to(device)
     text = text.to(device).unsqueeze(0)  # (1, tokens, dim)
     reduce = frame_errors if per_segment else per_sample_error
     try:  # training goes on after an out-of-memory error here (huvi.trainer): leave the mode as it was
         with tqdm(total=2 * len(names) * samples, desc="scoring clips", unit="clip", disable=not show_progress) as bar:
-            model = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)  # (n, k) or (n, k, f)
+            model = clip_errors(unet, family, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)  # (n, k) or (n, k, f)
             with active_adapters(unet, [MOTION]):
-                ref = clip_errors(unet, scheduler, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)
+                ref = clip_errors(unet, family, latents, noise, timesteps, text, autocast, progress=bar, reduce=reduce)
     finally:
         unet.train(was_training)
     if per_segment:
@@ -150,9 +146,10 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     category = load_category(category_dir)
     device = default_device()
     dtype = weight_dtype(resolve_precision(cfg.precision))
-    latents = cache_category(category, cfg, lambda: load_encoders(cfg.model), device, show_progress)
+    family = family_for(cfg.model)
+    latents = cache_category(category, cfg, family.load_encoders, device, show_progress)
     check_pair_lengths(category, {name: clip.latents.shape[1] for name, clip in latents.clips.items()}, cfg.data)
-    unet = load_unet(cfg.model, dtype)
+    unet = family.load_denoiser(dtype)
     for name in (MOTION, DPO):
         load_adapter(unet, run.adapter_path(name), name)
     set_active(unet, [MOTION, DPO], trainable=None)
@@ -162,7 +159,7 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     else:
         pairs = form_pairs(category.scores, cfg.seed, category.pairs)
     return score_pairs(
-        unet, load_scheduler(cfg.model), latents.clips, pairs, latents.prompt_embeds.to(dtype), cfg.data.frames,
+        unet, family, latents.clips, pairs, latents.prompt_embeds.to(dtype), cfg.data.frames,
         cfg.dpo.beta, samples or cfg.dpo.eval_samples, cfg.seed, device,
         lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), show_progress,
     )

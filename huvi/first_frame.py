@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from huvi.backbone import pretrained
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
+from huvi.hub import pretrained
 from huvi.video import fit_frame
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _sdxl_pipeline(cfg: HuviConfig, device: torch.device, dtype: torch.dtype):
 
     ff = cfg.generate.first_frame
     if cfg.model.source == "tiny":
-        from huvi.tiny import build_sdxl_components
+        from huvi.families.sd15.tiny import build_sdxl_components
 
         pipe = StableDiffusionXLPipeline(**build_sdxl_components())
     else:

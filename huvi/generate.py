@@ -1,8 +1,8 @@
 """Generate a clip with a trained run: first frame (image or DPO-SDXL), then first-frame-conditioned
 video sampling with the run's `motion` and `dpo` adapters at chosen strengths.
 
-`RunModel` is a run's video model loaded once, in the run's precision: UNet with its adapters, VAE,
-text encoder and scheduler. `generate()` (the CLI, the tests) loads one for a single clip; the app
+`RunModel` is a run's video model loaded once, in the run's precision, through its model family
+(huvi.families): the denoiser with its adapters, the VAE and text encoder, and the noise schedule. `generate()` (the CLI, the tests) loads one for a single clip; the app
 keeps one between Generate clicks (huvi.model_cache). DenseDPO's aligned pairs (huvi.dense) sample
 with it too.
 
@@ -26,15 +26,14 @@ import torch
 from PIL import Image
 
 from huvi.adapters import DPO, MOTION, load_adapter
-from huvi.backbone import Encoders, load_encoders, load_scheduler, load_unet
-from huvi.cache import encode_frames, encode_prompt
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
+from huvi.families import family_for
+from huvi.families.base import Encoders
 from huvi.first_frame import dpo_sdxl_frame, load_image
 from huvi.io import atomic_write, write_json
 from huvi.precision import default_device, precision_name, resolve_precision, weight_dtype
 from huvi.runs import Run
-from huvi.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.video import write_clip
 
 logger = logging.getLogger(__name__)
@@ -138,8 +137,8 @@ def set_strengths(unet: torch.nn.Module, strengths: dict[str, float]) -> None:
 
 class RunModel:
     """A run's video model, loaded once for sampling in the run's precision (`precision: auto`:
-    bf16 or fp16 on a GPU, fp32 on a CPU): the UNet with its trained adapters, the VAE and text
-    encoder (which wait on the CPU between uses), and the training noise schedule."""
+    bf16 or fp16 on a GPU, fp32 on a CPU): the denoiser with its trained adapters, the VAE and text
+    encoder (which wait on the CPU between uses), and the family's noise schedule."""
 
     def __init__(self, run_dir: Path, device: torch.device | None = None) -> None:
         self.run_dir = Path(run_dir)
@@ -149,19 +148,19 @@ class RunModel:
         self.precision = resolve_precision(self.cfg.precision)
         self.dtype = weight_dtype(self.precision)
         run = Run(self.run_dir)
-        self.unet = load_unet(self.cfg.model, self.dtype)
+        self.family = family_for(self.cfg.model)
+        self.unet = self.family.load_denoiser(self.dtype)
         for name in self.present:
             load_adapter(self.unet, run.adapter_path(name), name)
         self.unet.to(self.device, self.dtype).eval()  # eval: no LoRA dropout while sampling
-        self.encoders: Encoders = load_encoders(self.cfg.model, self.dtype)
-        self.train_scheduler = load_scheduler(self.cfg.model)
+        self.encoders: Encoders = self.family.load_encoders(self.dtype)
         logger.info("loaded %s for sampling (%s, %s precision, adapters %s)", self.run_dir.name, self.device, precision_name(self.precision), "+".join(self.present))
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """(tokens, dim) embeddings in the model's dtype, on its device; the text encoder visits the device."""
         encoder = self.encoders.text_encoder.to(self.device)
         try:
-            return encode_prompt(self.encoders, prompt, self.device).to(self.device, self.dtype)
+            return self.encoders.encode_prompt(prompt, self.device).to(self.device, self.dtype)
         finally:
             encoder.to("cpu")
 
@@ -169,7 +168,7 @@ class RunModel:
         """(f, H, W, 3) uint8 -> (c, f, h, w) latents in the model's dtype, on its device."""
         vae = self.encoders.vae.to(self.device)
         try:
-            return encode_frames(vae, frames, self.device).to(self.device, self.dtype)
+            return self.encoders.encode_frames(frames, self.device).to(self.device, self.dtype)
         finally:
             vae.to("cpu")
 
@@ -177,7 +176,7 @@ class RunModel:
         """(1, c, f, h, w) latents -> (f, H, W, 3) uint8 frames."""
         vae = self.encoders.vae.to(self.device)
         try:
-            return decode_latents(vae, latents)
+            return self.encoders.decode(latents)
         finally:
             vae.to("cpu")
 
@@ -196,11 +195,11 @@ class RunModel:
         strength: float = 1.0,
     ) -> np.ndarray:
         """One clip with the adapters at `strengths`, frame 0 held at `first` (c, h, w): (f, H, W, 3)
-        uint8. `init` and `strength` make it SDEdit from a clip (see huvi.sampling.sample_latents)."""
+        uint8. `init` and `strength` make it SDEdit from a clip (see huvi.families.base.ModelFamily.sample)."""
         gen_cfg = self.cfg.generate
         set_strengths(self.unet, {name: value for name, value in strengths.items() if name in self.present})
-        latents = sample_latents(
-            self.unet, make_scheduler(gen_cfg.scheduler, self.train_scheduler), first, text, uncond, self.cfg.data.frames,
+        latents = self.family.sample(
+            self.unet, self.family.sampler(gen_cfg.scheduler), first, text, uncond, self.cfg.data.frames,
             steps or gen_cfg.steps, gen_cfg.guidance if guidance is None else guidance,
             torch.Generator("cpu").manual_seed(seed), progress, show_progress, init=init, strength=strength,
         )

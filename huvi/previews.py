@@ -18,25 +18,24 @@ from pathlib import Path
 
 import torch
 
-from huvi.backbone import load_encoders
-from huvi.cache import CategoryLatents, encode_prompt
+from huvi.cache import CategoryLatents
 from huvi.config import HuviConfig
+from huvi.families.base import ModelFamily
 from huvi.runs import STAGES
-from huvi.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.video import write_clip
 
 
 class Previewer:
-    def __init__(self, cfg: HuviConfig, latents: CategoryLatents, scores: dict[str, int], train_scheduler, device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: HuviConfig, latents: CategoryLatents, scores: dict[str, int], family: ModelFamily, device: torch.device) -> None:
+        self.cfg, self.family, self.device = cfg, family, device
         best = max(sorted(latents.clips), key=lambda name: scores[name])
         self.first = latents.clips[best].latents[:, 0]  # (c, h, w)
-        encoders = load_encoders(cfg.model)
+        self.encoders = family.load_encoders()
         cpu = torch.device("cpu")
-        self.texts = [latents.prompt_embeds] + [encode_prompt(encoders, prompt, cpu) for prompt in cfg.generate.preview_prompts]
-        self.uncond = encode_prompt(encoders, cfg.generate.negative_prompt, cpu)
-        self.vae = encoders.vae  # stays on the CPU between previews
-        self.scheduler = make_scheduler(cfg.generate.scheduler, train_scheduler)
+        self.texts = [latents.prompt_embeds] + [self.encoders.encode_prompt(prompt, cpu) for prompt in cfg.generate.preview_prompts]
+        self.uncond = self.encoders.encode_prompt(cfg.generate.negative_prompt, cpu)
+        self.vae = self.encoders.vae  # stays on the CPU between previews
+        self.sampler = family.sampler(cfg.generate.scheduler)
 
     @torch.no_grad()
     def write(self, unet: torch.nn.Module, path: Path) -> None:
@@ -47,13 +46,13 @@ class Previewer:
         unet.eval()
         try:
             for i, text in enumerate(self.texts):
-                latents = sample_latents(
-                    unet, self.scheduler, self.first.to(self.device, dtype), text.to(self.device, dtype),
+                latents = self.family.sample(
+                    unet, self.sampler, self.first.to(self.device, dtype), text.to(self.device, dtype),
                     self.uncond.to(self.device, dtype), self.cfg.data.frames, gen.steps, gen.guidance,
                     torch.Generator("cpu").manual_seed(self.cfg.seed), show_progress=False,
                 )
                 self.vae.to(self.device)
-                frames = decode_latents(self.vae, latents.float())
+                frames = self.encoders.decode(latents.float())
                 self.vae.to("cpu")
                 write_clip(prompt_path(path, i), frames, gen.fps)
         finally:

@@ -22,6 +22,7 @@ from huvi.batches import crop_and_flip, sample_indices
 from huvi.cache import CategoryLatents
 from huvi.config import HuviConfig
 from huvi.dpo import denoising_errors, pair_errors
+from huvi.families.base import ModelFamily
 from huvi.losses import DpoTerms, diffusion_dpo_loss, segment_dpo_loss, winner_anchor
 from huvi.pairs import Pair, SegmentPair
 from huvi.segments import orient, padded_signs, segment_masks
@@ -33,8 +34,8 @@ class StageLosses:
     latents: CategoryLatents
     rated: list[str]  # the clips the motion stage learns from
     pairs: list[Pair] | list[SegmentPair]  # the DPO stage's training pairs
-    base: torch.nn.Module  # the UNet itself (unwrapped): with only its motion adapter active, the DPO reference
-    scheduler: object  # the training noise schedule
+    base: torch.nn.Module  # the model itself (unwrapped): with only its motion adapter active, the DPO reference
+    family: ModelFamily  # noising, target and model call (huvi.families)
     device: torch.device
     dtype: torch.dtype  # of the frozen weights: latents, noise and text are cast to it
     autocast: Callable[[], AbstractContextManager]
@@ -50,7 +51,7 @@ class StageLosses:
 
     def _noise(self, shape, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         noise = torch.randn(shape, generator=gen).to(self.device, self.dtype)
-        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (shape[0],), generator=gen).to(self.device)
+        timesteps = self.family.sample_timesteps(shape[0], gen).to(self.device)
         return noise, timesteps
 
     def motion(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
@@ -60,7 +61,7 @@ class StageLosses:
         latents = latents.to(self.device, self.dtype)  # (b, c, f, h, w)
         noise, timesteps = self._noise(latents.shape, gen)
         with self.autocast():
-            loss = denoising_errors(model, self.scheduler, latents, noise, timesteps, self._text(len(index))).mean()
+            loss = denoising_errors(model, self.family, latents, noise, timesteps, self._text(len(index))).mean()
         return loss, {"loss": loss.item()}
 
     def _pair_latents(self, names: list[tuple[str, str]], crop: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +76,7 @@ class StageLosses:
         """`pair_errors` under this micro-batch's noise and timestep (drawn from `gen`)."""
         noise, timesteps = self._noise(latents_1.shape, gen)
         text = self.latents.prompt_embeds.to(self.device, self.dtype)
-        return pair_errors(model, self.base, self.scheduler, latents_1, latents_2, text, noise, timesteps, self.autocast, masks)
+        return pair_errors(model, self.base, self.family, latents_1, latents_2, text, noise, timesteps, self.autocast, masks)
 
     @staticmethod
     def _dpo_stats(terms: DpoTerms, model_w, model_l, ref_w, ref_l) -> dict:

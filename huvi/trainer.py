@@ -37,7 +37,6 @@ from peft import set_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from huvi.adapters import DPO, MOTION, adapter_parameters, adapter_state_dict, add_adapter, load_adapter, save_adapter, set_active
-from huvi.backbone import load_encoders, load_scheduler, load_unet
 from huvi.batches import derived_seed
 from huvi.best import BestAdapter
 from huvi.cache import CategoryLatents, cache_category
@@ -45,6 +44,7 @@ from huvi.category import Category, check_pair_lengths, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.evaluate import score_pairs
+from huvi.families import family_for, smaller_preset
 from huvi.health import HealthMonitor
 from huvi.optim import make_lr_schedule, make_optimizer
 from huvi.pairs import Pair, SegmentPair, form_pairs, segment_pairs, split_pairs
@@ -61,12 +61,9 @@ from huvi.stage_losses import StageLosses
 
 logger = logging.getLogger(__name__)
 
-SMALLER_PRESET = {"sd15-24gb": "sd15-16gb", "sd15-16gb": "sd15-12gb"}
-
-
 def out_of_memory_advice(preset: str) -> str:
     """What to do after a CUDA out-of-memory error on `preset`: the next smaller preset, when there is one."""
-    if smaller := SMALLER_PRESET.get(preset):
+    if smaller := smaller_preset(preset):
         return f"start a new run with the smaller preset {smaller} (--preset {smaller})"
     return "start a new run with fewer data.frames or a smaller data.width and data.height"
 
@@ -146,7 +143,7 @@ class _Trainer:
         self.pairs_val: list[Pair] | list[SegmentPair] = []
         self.latents: CategoryLatents | None = None
         self.unet = None
-        self.scheduler = load_scheduler(cfg.model)
+        self.family = family_for(cfg.model)
         self.previewer: Previewer | None = None
         self.best: BestAdapter | None = None  # the DPO stage's best held-out adapter (with data.holdout > 0)
 
@@ -154,20 +151,20 @@ class _Trainer:
     def setup(self, stages: list[str]) -> None:
         cfg = self.cfg
         with self.accelerator.main_process_first():
-            self.latents = cache_category(self.category, cfg, lambda: load_encoders(cfg.model), self.device, self.show_progress)
+            self.latents = cache_category(self.category, cfg, self.family.load_encoders, self.device, self.show_progress)
         check_pair_lengths(self.category, {name: clip.latents.shape[1] for name, clip in self.latents.clips.items()}, cfg.data)
         if "dpo" in stages:
             self._form_pairs()
         rated = CategoryLatents(self.latents.prompt_embeds, {name: self.latents.clips[name] for name in self.category.scores})
         if cfg.generate.preview_every and self.accelerator.is_main_process:
-            self.previewer = Previewer(cfg, rated, self.category.scores, self.scheduler, self.device)
-        self.unet = load_unet(cfg.model, self.weight_dtype)  # frozen base in the weight dtype; adapters are added in fp32
+            self.previewer = Previewer(cfg, rated, self.category.scores, self.family, self.device)
+        self.unet = self.family.load_denoiser(self.weight_dtype)  # frozen base in the weight dtype; adapters are added in fp32
         if cfg.model.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.requires_grad_(False)
         self.unet.to(self.device)
         names = list(self.category.scores)
-        self.losses = StageLosses(cfg, self.latents, names, self.pairs_train, self.unet, self.scheduler, self.device, self.weight_dtype, self.accelerator.autocast)
+        self.losses = StageLosses(cfg, self.latents, names, self.pairs_train, self.unet, self.family, self.device, self.weight_dtype, self.accelerator.autocast)
 
     def _form_pairs(self) -> None:
         cfg, explicit = self.cfg, self.category.pairs
@@ -351,7 +348,7 @@ class _Trainer:
 
     def _validate(self) -> dict:
         scores = score_pairs(
-            self.unet, self.scheduler, self.latents.clips, self.pairs_val,
+            self.unet, self.family, self.latents.clips, self.pairs_val,
             self.latents.prompt_embeds.to(self.weight_dtype), self.cfg.data.frames, self.cfg.dpo.beta,
             self.cfg.dpo.eval_samples, self.cfg.seed, self.device, self.accelerator.autocast,
         )

@@ -74,18 +74,21 @@ class TrainedRun:
 def trained_run(category, tmp_path_factory) -> TrainedRun:
     """Both stages of the tiny preset, 3 + 3 steps, observing the UNet the trainer builds.
 
-    The trainer is only watched, through two functions it imports: `load_unet` (keep the UNet and
-    snapshot its base weights) and `add_adapter` (snapshot each adapter's initial weights).
+    The trainer is only watched, through its model family's `load_denoiser` (keep the UNet and
+    snapshot its base weights) and the `add_adapter` it imports (snapshot each adapter's initial weights).
     """
     import huvi.trainer as trainer_module
     from huvi.adapters import adapter_state_dict
+    from huvi.families import family_class
 
     unets: list = []
     adapters: dict = {}
-    real_load_unet, real_add_adapter = trainer_module.load_unet, trainer_module.add_adapter
+    cfg = tiny_config()
+    family = family_class(cfg.model.family)
+    real_load_unet, real_add_adapter = family.load_denoiser, trainer_module.add_adapter
 
-    def load_unet(model_cfg, *args):
-        unet = real_load_unet(model_cfg, *args)
+    def load_unet(self, *args):
+        unet = real_load_unet(self, *args)
         unets.append((unet, {k: v.detach().clone() for k, v in unet.state_dict().items()}))
         return unet
 
@@ -93,10 +96,9 @@ def trained_run(category, tmp_path_factory) -> TrainedRun:
         real_add_adapter(unet, name, adapter_cfg)
         adapters[name] = {k: v.detach().clone() for k, v in adapter_state_dict(unet, name).items()}
 
-    cfg = tiny_config()
     root = tmp_path_factory.mktemp("runs") / "trained"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer_module, "load_unet", load_unet)
+        mp.setattr(family, "load_denoiser", load_unet)
         mp.setattr(trainer_module, "add_adapter", add_adapter)
         result = trainer_module.train(cfg, category, root, show_progress=False)
     assert len(unets) == 1, f"the trainer built {len(unets)} UNets; the DPO reference must not be a copy"

@@ -8,9 +8,9 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from huvi.attention import SPATIAL_SELF_ATTENTION, FrameCount, SparseCausalAttnProcessor, set_spatial_attention, sparse_causal_indices
-from huvi.backbone import load_unet
 from huvi.config import ModelConfig
+from huvi.families.sd15.attention import SPATIAL_SELF_ATTENTION, FrameCount, SparseCausalAttnProcessor, set_spatial_attention, sparse_causal_indices
+from huvi.families.sd15.models import load_unet
 
 B, F, N, C = 2, 5, 6, 16  # videos, frames, tokens per frame, channels
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from huvi import full_size
-from huvi.backbone import load_unet
 from huvi.bench.measure import peak_tflops
 from huvi.bench.step import build_setup
-from huvi.checkpointing import CheckpointedMotionModule
 from huvi.cli import main
 from huvi.config import ModelConfig, load_config
+from huvi.families.sd15 import full_size
+from huvi.families.sd15.checkpointing import CheckpointedMotionModule
+from huvi.families.sd15.models import load_unet
 
 ROOT = Path(__file__).resolve().parent.parent
 

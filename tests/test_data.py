@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from helpers import BUNNY, keep_clips, read_meta, tiny_config, write_meta
-from huvi.backbone import load_encoders
 from huvi.cache import cache_category, cache_dir
 from huvi.category import check_category, clip_frames, load_category
 from huvi.config import load_config
 from huvi.errors import HuviError
+from huvi.families.sd15.models import load_encoders
 from huvi.synthetic import moving_square, preference_category
 from huvi.video import read_clip, write_clip
 

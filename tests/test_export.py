@@ -18,14 +18,16 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from huvi import tiny
 from huvi.adapters import DPO, MOTION, load_adapter, set_active
-from huvi.backbone import load_encoders, load_scheduler, load_unet
-from huvi.config import ALL_ATTENTION, load_config
+from huvi.config import load_config
 from huvi.errors import HuviError
-from huvi.export import FORMATS, export_run, kohya_name
+from huvi.export import FORMATS, export_run
+from huvi.families.sd15 import tiny
+from huvi.families.sd15.card import render_card
+from huvi.families.sd15.export import kohya_name
+from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
+from huvi.families.sd15.targets import ALL_ATTENTION
 from huvi.io import write_safetensors
-from huvi.modelcard import render_card
 from huvi.runs import Run
 from huvi.trainer import train
 

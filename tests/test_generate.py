@@ -16,24 +16,23 @@ from PIL import Image
 from test_cli import run_module
 
 from huvi.adapters import DPO, MOTION, load_adapter
-from huvi.backbone import load_encoders, load_scheduler, load_unet
-from huvi.cache import encode_frames
 from huvi.cli import main
 from huvi.config import load_config
-from huvi.diffusion import predict
 from huvi.errors import HuviError
-from huvi.first_frame import SDXL_BUCKETS, load_image, sdxl_size
-from huvi.generate import GenerateRequest, generate, set_strengths
-from huvi.metrics import ssim, temporal_consistency
-from huvi.previews import list_previews
-from huvi.runs import Run
-from huvi.sampling import (
+from huvi.families.sd15.diffusion import predict
+from huvi.families.sd15.models import encode_frames, load_encoders, load_scheduler, load_unet
+from huvi.families.sd15.sampling import (
     SCHEDULERS,
     decode_latents,
     guided,
     make_scheduler,
     sample_latents,
 )
+from huvi.first_frame import SDXL_BUCKETS, load_image, sdxl_size
+from huvi.generate import GenerateRequest, generate, set_strengths
+from huvi.metrics import ssim, temporal_consistency
+from huvi.previews import list_previews
+from huvi.runs import Run
 
 
 def test_sdxl_size_picks_the_nearest_bucket_at_the_asked_area():

@@ -9,7 +9,8 @@ import torch
 from diffusers import DDPMScheduler
 
 from huvi.config import DpoStageConfig
-from huvi.diffusion import SD15_SCHEDULER, first_frame_noisy, per_sample_error, prediction_target
+from huvi.diffusion import per_sample_error
+from huvi.families.sd15.diffusion import SD15_SCHEDULER, first_frame_noisy, prediction_target
 from huvi.losses import diffusion_dpo_loss, dpo_inside
 
 

@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from helpers import distinct_score_pairs
-from huvi.config import MOTION_TARGETS, HuviConfig, load_config, parse_overrides, preset_names
+from huvi.config import HuviConfig, load_config, parse_overrides, preset_names
 from huvi.errors import HuviError
+from huvi.families.sd15.targets import MOTION_TARGETS
 from huvi.pairs import Pair, form_pairs, split_pairs
 
 SCORES = {"a.mp4": 5, "b.mp4": 3, "c.mp4": 3, "d.mp4": 1, "e.mp4": 4, "f.mp4": 2}

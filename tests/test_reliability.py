@@ -494,9 +494,9 @@ def test_renames_are_followed_by_an_fsync_of_the_folder(tmp_path, monkeypatch):
 def test_a_partial_latent_cache_entry_is_rebuilt(category, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from huvi.backbone import load_encoders
     from huvi.cache import cache_category
     from huvi.category import load_category
+    from huvi.families.sd15.models import load_encoders
 
     monkeypatch.setenv("HUVI_CACHE", str(tmp_path / "cache"))
     cfg, cat, cpu = tiny_config(), load_category(category), torch.device("cpu")

@@ -33,14 +33,16 @@ from huvi.adapters import (
     read_adapter_config,
     set_active,
 )
-from huvi.backbone import load_scheduler, load_unet
 from huvi.cache import cache_category
 from huvi.category import load_category
 from huvi.config import HuviConfig
-from huvi.diffusion import first_frame_noisy, per_sample_error, predict
+from huvi.diffusion import per_sample_error
 from huvi.dpo import pair_errors
 from huvi.errors import HuviError
 from huvi.evaluate import evaluate_run, score_pairs
+from huvi.families.sd15.diffusion import first_frame_noisy, predict
+from huvi.families import family_for
+from huvi.families.sd15.models import load_unet
 from huvi.pairs import form_pairs
 from huvi.runs import Run, optimizer_from_tensors, optimizer_to_tensors
 from huvi.trainer import train
@@ -164,19 +166,19 @@ def _tuner_layers(unet):
 
 def test_pair_errors_reference_is_the_motion_only_model(two_adapter_unet):
     unet = two_adapter_unet
-    scheduler = load_scheduler(tiny_config().model)
+    family = family_for(tiny_config().model)
     g = torch.Generator().manual_seed(0)
     lat_w, lat_l = torch.randn(2, 4, 8, 16, 16, generator=g), torch.randn(2, 4, 8, 16, 16, generator=g)  # (n, c, f, h, w)
     noise = torch.randn(2, 4, 8, 16, 16, generator=g)
     timesteps = torch.tensor([150, 700])
     text = torch.randn(77, 32, generator=g)  # (tokens, dim)
 
-    model_w, model_l, ref_w, ref_l = pair_errors(unet, unet, scheduler, lat_w, lat_l, text, noise, timesteps)
+    model_w, model_l, ref_w, ref_l = pair_errors(unet, unet, family, lat_w, lat_l, text, noise, timesteps)
 
     # what the reference should be, computed separately: [winners; losers], same noise and timestep
     latents = torch.cat([lat_w, lat_l])
     noise2, t2 = noise.repeat(2, 1, 1, 1, 1), timesteps.repeat(2)
-    noisy = first_frame_noisy(latents, noise2, t2, scheduler)
+    noisy = first_frame_noisy(latents, noise2, t2, family.schedule)
     texts = text.unsqueeze(0).expand(4, -1, -1)
     with torch.no_grad():
         with active_adapters(unet, [MOTION]):
@@ -234,7 +236,7 @@ def test_an_untrained_dpo_adapter_scores_exactly_chance(trained_run):
     latents = cache_category(category, cfg, lambda: pytest.fail("cache should be warm"), torch.device("cpu"), show_progress=False)
     pairs = form_pairs(category.scores, cfg.seed)[:4]
     scores = score_pairs(
-        unet, load_scheduler(cfg.model), latents.clips, pairs, latents.prompt_embeds, cfg.data.frames, cfg.dpo.beta,
+        unet, family_for(cfg.model), latents.clips, pairs, latents.prompt_embeds, cfg.data.frames, cfg.dpo.beta,
         2, cfg.seed, torch.device("cpu"),
     )
     assert scores.pairs == 4

@@ -3,7 +3,7 @@ and what loading a preset's model costs. One JSON line per configuration.
 
 Steps run on a preset's model with random weights (no download: the full-size SD1.5 UNet, VAE and
 text encoder and the AnimateDiff v1-5-2 MotionAdapter come from the JSON configs in
-`huvi/configs/`, see huvi.full_size; the tiny preset uses huvi.tiny), at the preset's frames and
+`huvi/configs/`, see huvi.families.sd15.full_size; the tiny preset uses huvi.families.sd15.tiny), at the preset's frames and
 resolution. `--load` instead loads the preset's real weights (Hub ids or folders), as training does.
 
     step.py       one step as the trainer composes it, or as published video-DPO code does (`--naive`:

@@ -28,6 +28,7 @@ from torch.utils.module_tracker import ModuleTracker
 from huvi.adapters import adapter_parameters
 from huvi.bench.step import Setup, build_setup, describe, gib, step_loss
 from huvi.config import HuviConfig
+from huvi.families.base import ModelFamily
 
 
 def _memory_efficient_sdpa(sdpa: Callable) -> Callable:
@@ -43,19 +44,15 @@ def _memory_efficient_sdpa(sdpa: Callable) -> Callable:
     return attention
 
 
-PARTS = (  # (part of a step, test on a module name as ModuleTracker and FlopCounterMode write it)
-    ("unet motion modules", re.compile(r"UNetMotionModel\..*\.motion_modules\.\d+")),
-    ("unet spatial transformers", re.compile(r"UNetMotionModel\..*\.attentions\.\d+")),
-    ("unet resnets", re.compile(r"UNetMotionModel\..*\.resnets\.\d+")),
-    ("vae encoder", re.compile(r"Encoder")),  # vae.encode() calls vae.encoder directly
-    ("text encoder", re.compile(r"CLIPTextModel")),
-)
+def step_parts(family: ModelFamily) -> list[tuple[str, re.Pattern]]:
+    """(part of a step, test on a module name as ModuleTracker and FlopCounterMode write it), the family's."""
+    return [(part, re.compile(pattern)) for part, pattern in family.step_parts]
 
 
-def step_part(module_names: Iterable[str]) -> str:
+def step_part(parts: list[tuple[str, re.Pattern]], module_names: Iterable[str]) -> str:
     """The part of the step that modules `module_names` (the running module and its parents) belong to."""
     names = list(module_names)
-    return next((part for part, pattern in PARTS if any(pattern.fullmatch(n) for n in names)), "other")
+    return next((part for part, pattern in parts if any(pattern.fullmatch(n) for n in names)), "other")
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -139,7 +136,7 @@ def count_flops(cfg: HuviConfig, stage: str, naive: bool, checkpointing: bool | 
     if forward_counter is None:
         return FlopCount(counter.get_total_flops(), {})
     counts = {name: sum(ops.values()) for name, ops in forward_counter.get_flop_counts().items()}
-    parts = {part: sum(v for n, v in counts.items() if pattern.fullmatch(n)) for part, pattern in PARTS}
+    parts = {part: sum(v for n, v in counts.items() if pattern.fullmatch(n)) for part, pattern in step_parts(setup.family)}
     parts["other"] = forward_counter.get_total_flops() - sum(parts.values())
     return FlopCount(counter.get_total_flops(), {k: v for k, v in parts.items() if v})
 
@@ -163,7 +160,8 @@ def profile_memory(cfg: HuviConfig, stage: str, naive: bool, checkpointing: bool
         resident = [t for m in setup.modules() for t in (*m.parameters(), *m.buffers())]
         tracker = ModuleTracker()
         in_forward = False
-        with _LiveBytes(resident, lambda: step_part(tracker.parents) if in_forward else "backward") as live:
+        parts = step_parts(setup.family)
+        with _LiveBytes(resident, lambda: step_part(parts, tracker.parents) if in_forward else "backward") as live:
             with tracker:
                 in_forward = True
                 loss = step_loss(setup, gen)

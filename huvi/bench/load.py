@@ -1,6 +1,6 @@
 """`bench --load`: what loading a preset's model costs, measured as training and generating meet it.
 
-The UNet (SD1.5 + motion adapter) and the VAE and text encoder load from the preset's weights (Hub
+The denoiser and the VAE and text encoder of the preset's model family load from its weights (Hub
 ids or local folders; `python -m huvi make-test-weights DIR` writes full-size random ones) in the
 weight dtype of its precision, exactly as `train`, `evaluate` and `generate` load them; then one
 training step of the stage runs on the loaded UNet. The line gives the seconds each part took and
@@ -14,10 +14,10 @@ import gc
 import time
 
 from huvi.adapters import adapter_parameters
-from huvi.backbone import load_encoders, load_unet
 from huvi.bench.measure import environment, peak_rss, reset_peak_rss
 from huvi.bench.step import build_setup, describe, gib, train_step
 from huvi.config import HuviConfig
+from huvi.families import family_for
 from huvi.optim import make_lr_schedule, make_optimizer
 from huvi.precision import make_accelerator, weight_dtype
 
@@ -26,13 +26,14 @@ def measure_load(cfg: HuviConfig, stage: str) -> dict:
     accelerator = make_accelerator(cfg.precision)
     device, dtype = accelerator.device, weight_dtype(accelerator.mixed_precision)
     row = environment(device) | describe(cfg, stage, False, cfg.model.gradient_checkpointing)
-    row |= {"precision": accelerator.mixed_precision, "base": cfg.model.base, "motion_adapter": cfg.model.motion_adapter}
+    family = family_for(cfg.model)
+    row |= {"precision": accelerator.mixed_precision} | family.weight_sources()
     gc.collect()
     rss_reset = reset_peak_rss()
     start = time.perf_counter()
-    unet = load_unet(cfg.model, dtype)
+    unet = family.load_denoiser(dtype)
     unet_s = time.perf_counter() - start
-    encoders = load_encoders(cfg.model, dtype)
+    encoders = family.load_encoders(dtype)
     load_s = time.perf_counter() - start
     load_peak = peak_rss() if rss_reset else None
     del encoders  # training encodes its clips before the UNet trains and frees the encoders

@@ -17,24 +17,19 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNetMotionModel
-from transformers import CLIPTextModel
 
-from huvi import tiny
 from huvi.adapters import DPO, MOTION, add_adapter, set_active
-from huvi.backbone import load_encoders, load_unet
 from huvi.batches import crop_and_flip, derived_seed
 from huvi.cache import ClipLatents
-from huvi.config import HuviConfig, ModelConfig
-from huvi.diffusion import SD15_SCHEDULER
+from huvi.config import HuviConfig
 from huvi.dpo import denoising_errors, pair_errors
 from huvi.errors import HuviError
-from huvi.full_size import SD15_VAE, full_size_encoders, full_size_unet, read_architecture
+from huvi.families import family_for
+from huvi.families.base import ModelFamily
 from huvi.losses import diffusion_dpo_loss
 
 STAGES = ("motion", "dpo")
 GIB = 2**30
-TOKENS = 77  # CLIP's prompt length
 
 
 def gib(n: float | None) -> float | None:
@@ -56,41 +51,17 @@ def describe(cfg: HuviConfig, stage: str, naive: bool, checkpointing: bool) -> d
     }
 
 
-def _unet(model: ModelConfig, device: torch.device) -> UNetMotionModel:
-    if model.source == "tiny":
-        return load_unet(model).to(device)
-    return full_size_unet(model, device)
-
-
-def _encoders(model: ModelConfig, device: torch.device) -> tuple[AutoencoderKL, CLIPTextModel]:
-    if model.source == "tiny":
-        encoders = load_encoders(model)
-        return encoders.vae.to(device), encoders.text_encoder.to(device)
-    return full_size_encoders(device)
-
-
-def _vae_config(model: ModelConfig) -> dict:
-    return tiny.VAE if model.source == "tiny" else read_architecture(SD15_VAE)
-
-
-def _latent_shape(cfg: HuviConfig, frames: int) -> tuple[int, int, int, int]:
-    """(c, frames, h, w) of a clip's latents at the preset's resolution."""
-    vae = _vae_config(cfg.model)
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)
-    return vae["latent_channels"], frames, cfg.data.height // factor, cfg.data.width // factor
-
-
 # one step -------------------------------------------------------------------------------------
 
 
 class CachedInputs:
     """huvi's inputs: latents and the prompt embedding cached before training, on the CPU."""
 
-    def __init__(self, cfg: HuviConfig, clips: int, text_dim: int) -> None:
+    def __init__(self, cfg: HuviConfig, family: ModelFamily, clips: int) -> None:
         self.cfg = cfg
-        shape = _latent_shape(cfg, cfg.data.max_cached_frames)
+        shape = family.latent_shape(cfg.data, cfg.data.max_cached_frames)
         self.clips = [ClipLatents(torch.randn(shape), torch.randn(shape)) for _ in range(clips)]  # (c, F, h, w)
-        self.prompt_embeds = torch.randn(TOKENS, text_dim)  # (tokens, dim)
+        self.prompt_embeds = torch.randn(family.prompt_shape)  # (tokens, dim)
 
     def __call__(self, batch: int, gen: torch.Generator, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.cfg.data
@@ -105,18 +76,15 @@ class CachedInputs:
 class UncachedInputs:
     """The naive inputs: pixel frames and prompt tokens, encoded by the VAE and text encoder every step."""
 
-    def __init__(self, cfg: HuviConfig, clips: int, vae: AutoencoderKL, text_encoder: CLIPTextModel) -> None:
-        self.vae, self.text_encoder = vae, text_encoder
+    def __init__(self, cfg: HuviConfig, family: ModelFamily, clips: int, vae: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
+        self.family, self.vae, self.text_encoder = family, vae, text_encoder
         self.pixels = torch.rand(clips, cfg.data.frames, 3, cfg.data.height, cfg.data.width) * 2 - 1  # (k, f, 3, H, W) in [-1, 1]
-        self.token_ids = torch.randint(0, text_encoder.config.vocab_size, (1, TOKENS))
+        self.token_ids = torch.randint(0, text_encoder.config.vocab_size, (1, family.prompt_shape[0]))
 
     @torch.no_grad()
     def __call__(self, batch: int, gen: torch.Generator, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = self.pixels.repeat_interleave(batch, dim=0).to(device, dtype)  # (k b, f, 3, H, W)
-        latents = self.vae.encode(pixels.flatten(0, 1)).latent_dist.sample() * self.vae.config.scaling_factor  # (k b f, c, h, w)
-        latents = latents.unflatten(0, pixels.shape[:2]).transpose(1, 2)  # (k b, c, f, h, w)
-        text = self.text_encoder(self.token_ids.to(device))[0][0]  # (tokens, dim)
-        return latents, text
+        return self.family.encode_uncached(self.vae, self.text_encoder, pixels, self.token_ids.to(device))  # (k b, c, f, h, w), (tokens, dim)
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.vae, self.text_encoder]
@@ -131,10 +99,10 @@ class Setup:
     naive: bool
     device: torch.device
     dtype: torch.dtype
-    unet: UNetMotionModel  # adapters attached
+    unet: torch.nn.Module  # the family's denoiser, adapters attached
     reference: torch.nn.Module | None  # DPO: `unet` itself (huvi) or a deep copy (naive); motion: None
     inputs: CachedInputs | UncachedInputs
-    scheduler: DDPMScheduler  # SD1.5's training noise schedule (the tiny preset uses it too)
+    family: ModelFamily  # with the architecture's published noise schedule (no weights read)
     model: torch.nn.Module  # what the trained forward calls: `unet`, or accelerate's prepared wrapper of it
     autocast: Callable[[], AbstractContextManager] = nullcontext
 
@@ -145,7 +113,7 @@ class Setup:
 
 
 def build_setup(
-    cfg: HuviConfig, stage: str, naive: bool, device: torch.device, dtype: torch.dtype, unet: UNetMotionModel | None = None
+    cfg: HuviConfig, stage: str, naive: bool, device: torch.device, dtype: torch.dtype, unet: torch.nn.Module | None = None
 ) -> Setup:
     """The model of `stage` prepared the way the trainer prepares it, or the naive way, on `unet`
     (default: the preset's model with random weights).
@@ -154,7 +122,9 @@ def build_setup(
     """
     if stage not in STAGES:
         raise HuviError(f"--stage must be motion, dpo or both, not {stage!r}.")
-    unet = unet if unet is not None else _unet(cfg.model, device)
+    family = family_for(cfg.model)
+    family.schedule = family.published_schedule()  # the bench reads no weights
+    unet = unet if unet is not None else family.random_denoiser(device)
     if cfg.model.gradient_checkpointing and not naive:
         unet.enable_gradient_checkpointing()
     unet.requires_grad_(False)
@@ -171,26 +141,26 @@ def build_setup(
     unet.to(device)
     clips = 2 if stage == DPO else 1
     if naive:
-        vae, text_encoder = _encoders(cfg.model, device)
-        inputs = UncachedInputs(cfg, clips, vae.to(dtype=dtype).requires_grad_(False), text_encoder.to(dtype=dtype).requires_grad_(False))
+        vae, text_encoder = family.random_encoders(device)
+        inputs = UncachedInputs(cfg, family, clips, vae.to(dtype=dtype).requires_grad_(False), text_encoder.to(dtype=dtype).requires_grad_(False))
     else:
-        inputs = CachedInputs(cfg, clips, unet.config.cross_attention_dim)
-    return Setup(cfg, stage, naive, device, dtype, unet, reference, inputs, DDPMScheduler(**SD15_SCHEDULER), model=unet)
+        inputs = CachedInputs(cfg, family, clips)
+    return Setup(cfg, stage, naive, device, dtype, unet, reference, inputs, family, model=unet)
 
 
 def step_loss(setup: Setup, gen: torch.Generator) -> torch.Tensor:
     """The loss of one micro-batch, as the trainer's _motion_loss / _dpo_loss compute it."""
-    cfg, scheduler = setup.cfg, setup.scheduler
+    cfg, family = setup.cfg, setup.family
     batch = cfg.stage(setup.stage).batch_size
     latents, text = setup.inputs(batch, gen, setup.device, setup.dtype)  # (k b, c, f, h, w), (tokens, dim)
     shape = (batch, *latents.shape[1:])  # one noise and timestep per clip, or per pair
     noise = torch.randn(shape, generator=gen).to(setup.device, setup.dtype)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen).to(setup.device)
+    timesteps = family.sample_timesteps(batch, gen).to(setup.device)
     if setup.stage == MOTION:
         with setup.autocast():
-            return denoising_errors(setup.model, scheduler, latents, noise, timesteps, text.unsqueeze(0).expand(batch, -1, -1)).mean()
+            return denoising_errors(setup.model, family, latents, noise, timesteps, text.unsqueeze(0).expand(batch, -1, -1)).mean()
     latents_w, latents_l = latents.chunk(2)  # each (b, c, f, h, w)
-    errors = pair_errors(setup.model, setup.reference, scheduler, latents_w, latents_l, text, noise, timesteps, setup.autocast)
+    errors = pair_errors(setup.model, setup.reference, family, latents_w, latents_l, text, noise, timesteps, setup.autocast)
     return diffusion_dpo_loss(*errors, cfg.dpo.beta).loss
 
 

@@ -2,10 +2,11 @@
 
 `load_unet` builds the diffusers `UNetMotionModel` (sparse-causal attention installed per config,
 motion modules checkpointed with the rest);
-`load_encoders` the VAE, CLIP text encoder and tokenizer; `load_scheduler` the DDPM noise schedule.
+`load_encoders` the VAE, CLIP text encoder and tokenizer (`Encoders`, which encode prompts and
+frames for the latent cache and decode samples); `load_scheduler` the DDPM noise schedule.
 Pretrained parts come from the Hub ids or folders in the config through the usual
 `from_pretrained` calls, straight into the asked dtype; `model.source: tiny` builds small random
-ones in code (huvi.tiny).
+ones in code (huvi.families.sd15.tiny).
 
 The video UNet holds the loaded tensors themselves: diffusers' `UNetMotionModel.from_unet2d` lays it
 out on the meta device (no weights) and `load_state_dict(assign=True)` hands it the SD1.5 UNet's
@@ -19,22 +20,59 @@ import copy
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from huvi import tiny
-from huvi.attention import set_spatial_attention
-from huvi.checkpointing import checkpoint_motion_modules
 from huvi.config import ModelConfig
 from huvi.errors import HuviError
+from huvi.families.sd15 import tiny
+from huvi.families.sd15.attention import set_spatial_attention
+from huvi.families.sd15.checkpointing import checkpoint_motion_modules
+from huvi.families.sd15.sampling import decode_latents
+from huvi.hub import pretrained
+
+ENCODE_BATCH = 8  # frames per VAE call
+
+
+@torch.no_grad()
+def encode_frames(vae, frames, device: torch.device) -> torch.Tensor:
+    """(f, h, w, 3) uint8 -> (c, f, h/s, w/s) fp32 latents: the posterior mean times the VAE's scaling_factor.
+
+    The pixels enter the VAE in its own dtype (a half-precision VAE refuses fp32 input)."""
+    frames = np.require(frames, requirements="W")  # torch.from_numpy wants a writable array
+    pixels = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (f, 3, h, w) in [-1, 1]
+    chunks = [vae.encode(chunk.to(vae.dtype)).latent_dist.mean for chunk in pixels.split(ENCODE_BATCH)]
+    latents = torch.cat(chunks).float() * vae.config.scaling_factor  # (f, c, h', w')
+    return latents.permute(1, 0, 2, 3).contiguous().cpu()  # (c, f, h', w')
+
+
+@torch.no_grad()
+def encode_prompt(encoders: Encoders, prompt: str, device: torch.device) -> torch.Tensor:
+    """The text encoder's last hidden state for `prompt`, padded to the tokenizer's length: (tokens, dim)."""
+    tok = encoders.tokenizer
+    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+    return encoders.text_encoder(ids.to(device))[0][0].cpu()
+
 
 
 @dataclass
 class Encoders:
+    """SD1.5's VAE, CLIP text encoder and tokenizer (huvi.families.base.Encoders)."""
+
     vae: AutoencoderKL
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
+
+    def encode_prompt(self, prompt: str, device: torch.device) -> torch.Tensor:
+        return encode_prompt(self, prompt, device)
+
+    def encode_frames(self, frames: np.ndarray, device: torch.device) -> torch.Tensor:
+        return encode_frames(self.vae, frames, device)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        return decode_latents(self.vae, latents)
 
 
 @cache
@@ -46,19 +84,6 @@ def _tiny_copy(name: str, dtype: torch.dtype = torch.float32):
     """A fresh copy of one tiny component in `dtype`, so callers may train or move it freely."""
     component = copy.deepcopy(_tiny()[name])
     return component if dtype == torch.float32 else component.to(dtype)  # built in fp32; diffusers warns on any dtype cast
-
-
-def pretrained(loader, repo: str, **kwargs):
-    """`loader.from_pretrained(repo, **kwargs)`, with a missing download turned into one sentence."""
-    try:
-        return loader.from_pretrained(repo, **kwargs)
-    except (OSError, ValueError) as err:
-        where = f"{repo} ({kwargs['subfolder']})" if "subfolder" in kwargs else repo
-        raise HuviError(
-            f"Could not load {where}: the weights are not on this machine or not in diffusers layout "
-            f"({type(err).__name__}). Fetch them once while online with `hf download {repo}`, or set "
-            f"the model path to a local folder; the tiny preset (--preset tiny) needs no weights."
-        ) from None
 
 
 def assemble_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter, cfg: ModelConfig) -> UNetMotionModel:

@@ -26,7 +26,7 @@ from transformers import (
     CLIPTokenizer,
 )
 
-from huvi.diffusion import SD15_SCHEDULER
+from huvi.families.sd15.diffusion import SD15_SCHEDULER
 
 WEIGHT_SEED = 1234
 TEXT_DIM = 32  # cross-attention width shared by the tiny text encoder and UNet

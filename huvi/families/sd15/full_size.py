@@ -14,7 +14,7 @@ on the meta device). `write_test_weights(DIR)` writes them to disk as the Hub se
     DIR/animatediff-motion-adapter-v1-5-2/   config.json, diffusion_pytorch_model.safetensors
 
 Weights are fp32 safetensors, as in the Hub repositories (about 6 GB in all). The tokenizer is
-huvi.tiny's character-level CLIP tokenizer, built offline (the real vocabulary is a download); its
+huvi.families.sd15.tiny's character-level CLIP tokenizer, built offline (the real vocabulary is a download); its
 ids fit the text encoder's 49408 embeddings. The scheduler is SD1.5's PNDM configuration.
 """
 
@@ -30,22 +30,22 @@ import torch
 from diffusers import AutoencoderKL, MotionAdapter, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from huvi import tiny
-from huvi.backbone import assemble_unet
 from huvi.config import ModelConfig
-from huvi.diffusion import SD15_SCHEDULER
+from huvi.families.sd15 import tiny
+from huvi.families.sd15.diffusion import SD15_SCHEDULER
+from huvi.families.sd15.models import assemble_unet
 from huvi.io import publish_dir, write_json
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # huvi/configs/, shipped as package data
 SD15_UNET = "sd15_unet"  # stable-diffusion-v1-5 unet/config.json
 SD15_VAE = "sd15_vae"  # stable-diffusion-v1-5 vae/config.json
 SD15_TEXT_ENCODER = "sd15_text_encoder"  # stable-diffusion-v1-5 text_encoder/config.json (CLIP ViT-L/14)
 MOTION_ADAPTER = "animatediff_motion_adapter_v1_5_2"  # guoyww/animatediff-motion-adapter-v1-5-2: its architecture fields (v2 has the mid-block motion module)
 
 # stable-diffusion-v1-5 scheduler/scheduler_config.json: PNDM over the training schedule; huvi
-# reads it as the DDPM schedule it trains on (huvi.backbone.load_scheduler).
+# reads it as the DDPM schedule it trains on (huvi.families.sd15.models.load_scheduler).
 SD15_PNDM = {k: v for k, v in SD15_SCHEDULER.items() if k != "clip_sample"} | {"skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False}
 
 BASE_FOLDER = "stable-diffusion-v1-5"

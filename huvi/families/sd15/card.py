@@ -1,4 +1,4 @@
-"""The model card (README.md) written beside an exported LoRA.
+"""The model card (README.md) written beside an exported SD1.5 + AnimateDiff LoRA.
 
 `render_card` turns the metadata an export wrote into its file (`huvi.*`, `modelspec.*`) into
 Markdown: what the LoRA is, how it was trained, what each file holds, how to load it in diffusers
@@ -65,10 +65,10 @@ def _pipeline_lines(meta: dict[str, str]) -> list[str]:
     if meta["huvi.model_source"] == "tiny":
         return [
             "from diffusers import AnimateDiffPipeline",
-            "from huvi.backbone import load_encoders, load_scheduler, load_unet",
+            "from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet",
             "from huvi.config import load_config",
             "",
-            'model = load_config("tiny").model  # tiny random weights built in code (huvi.tiny)',
+            'model = load_config("tiny").model  # tiny random weights built in code (huvi.families.sd15.tiny)',
             "enc = load_encoders(model)",
             "pipe = AnimateDiffPipeline(vae=enc.vae, text_encoder=enc.text_encoder, tokenizer=enc.tokenizer,",
             "                           unet=load_unet(model), motion_adapter=None, scheduler=load_scheduler(model))",
@@ -83,7 +83,7 @@ def _pipeline_lines(meta: dict[str, str]) -> list[str]:
     if meta["huvi.attention"] == "sparse_causal":
         lines += [
             "# the run used huvi's sparse-causal spatial attention; install it for the same outputs",
-            "from huvi.attention import set_spatial_attention",
+            "from huvi.families.sd15.attention import set_spatial_attention",
             'set_spatial_attention(pipe.unet, "sparse_causal")',
         ]
     return lines

@@ -1,0 +1,39 @@
+"""Model families: each one module behind the interface of huvi.families.base, chosen by the
+`model.family` setting through the registry here.
+
+    sd15   Stable Diffusion 1.5 + AnimateDiff motion adapter (huvi.families.sd15)
+
+The registry names each family's class by import path, so reading a config imports no model code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from huvi.errors import HuviError
+
+if TYPE_CHECKING:
+    from huvi.config import ModelConfig
+    from huvi.families.base import ModelFamily
+
+FAMILIES = {"sd15": "huvi.families.sd15.family:SD15"}  # model.family -> "module:class"
+DEFAULT_FAMILY = "sd15"
+
+
+def family_class(name: str) -> type[ModelFamily]:
+    """The class of family `name`, or one sentence naming the valid ones."""
+    if name not in FAMILIES:
+        raise HuviError(f"Unknown model family {name!r}; valid ones are: {', '.join(sorted(FAMILIES))}.")
+    module, cls = FAMILIES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def family_for(model: ModelConfig) -> ModelFamily:
+    """The family of `model.family`, built for these model settings."""
+    return family_class(model.family)(model)
+
+
+def smaller_preset(preset: str) -> str | None:
+    """The next smaller VRAM tier of `preset` in its family, if there is one (the out-of-memory advice)."""
+    return next((smaller for name in FAMILIES if (smaller := family_class(name).smaller_presets.get(preset))), None)
