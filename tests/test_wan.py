@@ -87,3 +87,10 @@ def test_cli_trains_wan_tiny_and_generates_a_clip(category, tmp_path, capsys):
     assert Run(run_dir).read_config().model.family == "wan"
     assert main(["generate", "--run", str(run_dir), "--prompt", "a red square", "--seed", "1", "--out", str(out)]) == 0, capsys.readouterr().err
     assert read_clip(out, None, None).shape[0] == 9
+
+
+@pytest.mark.parametrize("preset", ["wan-tiny", "wan21-1.3b", "wan22-5b"])
+def test_wan_presets_pick_the_family_and_causal_vae_frame_counts(preset):
+    cfg = load_config(preset)
+    assert cfg.model.family == "wan" and cfg.model.attention == "full" and cfg.generate.scheduler == "euler"
+    assert (cfg.data.frames - 1) % 4 == 0 and cfg.data.max_cached_frames == cfg.data.frames and not cfg.data.temporal_crop
