@@ -6,7 +6,8 @@ frame 0 clean (diffusion), first-frame-held flow-matching sampling (sampling) an
 
 beta for this family is in the same Diffusion-DPO form as SD1.5's (inside = -0.5 beta ((e_w - e_l) -
 (ref_w - ref_l))), but the errors are velocity errors |v_pred - (eps - x_0)|^2, whose differences are
-on another scale than SD1.5's epsilon errors, so the presets set dpo.beta themselves (see wan-tiny.yaml).
+on another scale than SD1.5's epsilon errors (E|eps - x_0|^2 = 2 for unit-variance latents, against
+E|eps|^2 = 1), so the wan presets set dpo.beta = 2500 themselves (the reasoning is in wan-tiny.yaml).
 """
 
 from __future__ import annotations
