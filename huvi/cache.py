@@ -112,13 +112,14 @@ def cache_category(
         write_safetensors(prompt_path, stored)
     prompt_embeds = stored["embeds"]
 
+    latent_frames = family_for(cfg.model).latent_frames(cfg.data.frames)
     clips: dict[str, ClipLatents] = {}
     failures: list[str] = []
     for clip in tqdm(category.clips, desc="caching latents", unit="clip", disable=not show_progress):
         path = root / "latents" / f"{clip_key(clip.path, cfg)}.safetensors"
         stored = _load(path, ("latents", "flipped"))
-        if stored is not None and stored["latents"].shape[1] < cfg.data.frames:  # (c, f, h, w)
-            logger.warning("Cache entry %s holds %d frames, fewer than %d; rebuilding it.", path.name, stored["latents"].shape[1], cfg.data.frames)
+        if stored is not None and stored["latents"].shape[1] < latent_frames:  # (c, f, h, w)
+            logger.warning("Cache entry %s holds %d latent frames, fewer than %d; rebuilding it.", path.name, stored["latents"].shape[1], latent_frames)
             stored = None
         if stored is None:
             try:

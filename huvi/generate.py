@@ -199,7 +199,7 @@ class RunModel:
         gen_cfg = self.cfg.generate
         set_strengths(self.unet, {name: value for name, value in strengths.items() if name in self.present})
         latents = self.family.sample(
-            self.unet, self.family.sampler(gen_cfg.scheduler), first, text, uncond, self.cfg.data.frames,
+            self.unet, self.family.sampler(gen_cfg.scheduler), first, text, uncond, self.family.latent_frames(self.cfg.data.frames),
             steps or gen_cfg.steps, gen_cfg.guidance if guidance is None else guidance,
             torch.Generator("cpu").manual_seed(seed), progress, show_progress, init=init, strength=strength,
         )

@@ -48,7 +48,7 @@ class Previewer:
             for i, text in enumerate(self.texts):
                 latents = self.family.sample(
                     unet, self.sampler, self.first.to(self.device, dtype), text.to(self.device, dtype),
-                    self.uncond.to(self.device, dtype), self.cfg.data.frames, gen.steps, gen.guidance,
+                    self.uncond.to(self.device, dtype), self.family.latent_frames(self.cfg.data.frames), gen.steps, gen.guidance,
                     torch.Generator("cpu").manual_seed(self.cfg.seed), show_progress=False,
                 )
                 self.vae.to(self.device)

@@ -57,7 +57,7 @@ class StageLosses:
     def motion(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
         cfg, clips = self.cfg, [self.latents.clips[name] for name in self.rated]
         index = sample_indices(len(clips), cfg.seed, position, cfg.motion.batch_size)
-        latents = torch.cat([crop_and_flip([clips[i]], cfg.data.frames, cfg.data.temporal_crop, cfg.data.hflip, gen) for i in index])
+        latents = torch.cat([crop_and_flip([clips[i]], self.family.latent_frames(cfg.data.frames), cfg.data.temporal_crop, cfg.data.hflip, gen) for i in index])
         latents = latents.to(self.device, self.dtype)  # (b, c, f, h, w)
         noise, timesteps = self._noise(latents.shape, gen)
         with self.autocast():
@@ -67,7 +67,7 @@ class StageLosses:
     def _pair_latents(self, names: list[tuple[str, str]], crop: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents of the first and second clip of each pair, cropped and flipped alike: each (b, c, f, h, w)."""
         data, clips = self.cfg.data, self.latents.clips
-        groups = [crop_and_flip([clips[first], clips[second]], data.frames, crop, data.hflip, gen) for first, second in names]  # each (2, c, f, h, w)
+        groups = [crop_and_flip([clips[first], clips[second]], self.family.latent_frames(data.frames), crop, data.hflip, gen) for first, second in names]  # each (2, c, f, h, w)
         first = torch.stack([g[0] for g in groups]).to(self.device, self.dtype)  # (b, c, f, h, w)
         second = torch.stack([g[1] for g in groups]).to(self.device, self.dtype)
         return first, second

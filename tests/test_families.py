@@ -28,7 +28,10 @@ FAMILY_USERS = [
     *(ROOT / "ui").rglob("*.py"),
     ROOT / "app.py",
 ]
-MODEL_WORDS = ("sd15", "animatediff", "unetmotion", "motionadapter", "unet2dcondition", "autoencoderkl", "cliptext", "ddpmscheduler")
+MODEL_WORDS = (
+    "sd15", "animatediff", "unetmotion", "motionadapter", "unet2dcondition", "autoencoderkl", "cliptext", "ddpmscheduler",
+    "wantransformer", "wanpipeline", "umt5", "flowmatch",
+)
 
 
 def _model_names(path: Path) -> list[str]:
@@ -63,10 +66,10 @@ def test_the_registry_resolves_sd15():
 def test_an_unknown_family_is_one_sentence_naming_the_valid_ones():
     with pytest.raises(HuviError) as err:
         family_class("wan99")
-    assert str(err.value) == "Unknown model family 'wan99'; valid ones are: sd15."
+    assert str(err.value) == "Unknown model family 'wan99'; valid ones are: sd15, wan."
     with pytest.raises(HuviError) as err:
         load_config("tiny", ["model.family=wan99"])
-    assert str(err.value) == "model.family must be one of sd15, not 'wan99'."
+    assert str(err.value) == "model.family must be one of sd15, wan, not 'wan99'."
 
 
 def test_smaller_presets_come_from_the_families():

@@ -2,6 +2,7 @@
 `model.family` setting through the registry here.
 
     sd15   Stable Diffusion 1.5 + AnimateDiff motion adapter (huvi.families.sd15)
+    wan    Wan 2.1 T2V-1.3B / Wan 2.2 TI2V-5B (huvi.families.wan)
 
 The registry names each family's class by import path, so reading a config imports no model code.
 """
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from huvi.config import ModelConfig
     from huvi.families.base import ModelFamily
 
-FAMILIES = {"sd15": "huvi.families.sd15.family:SD15"}  # model.family -> "module:class"
+FAMILIES = {"sd15": "huvi.families.sd15.family:SD15", "wan": "huvi.families.wan.family:Wan"}  # model.family -> "module:class"
 DEFAULT_FAMILY = "sd15"
 
 

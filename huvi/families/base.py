@@ -101,6 +101,10 @@ class ModelFamily(ABC):
     def schedule(self, schedule: Any) -> None:
         self._schedule = schedule
 
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a clip of `frames` video frames (the VAE's temporal compression; none by default)."""
+        return frames
+
     # components --------------------------------------------------------------------------------
     @abstractmethod
     def load_denoiser(self, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
