@@ -28,6 +28,7 @@ from huvi.batches import derived_seed
 from huvi.category import add_pair, clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
+from huvi.families import family_for
 from huvi.generate import RunModel, run_config
 from huvi.model_cache import ModelCache
 from huvi.pairs import ExplicitPair
@@ -80,6 +81,7 @@ def make_aligned_pairs(
     run_dir, category_dir = Path(run_dir), Path(category_dir)
     # Every check before the model loads: a typo costs no model load (nor GPU time).
     cfg = run_config(run_dir)
+    family_for(cfg.model).require_dense()
     if not Run(run_dir).adapter_path(MOTION).is_file():
         raise HuviError(f"{run_dir} has no motion adapter yet; train its motion stage first (train --stage motion).")
     eta = cfg.dense.eta if eta is None else eta

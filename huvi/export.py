@@ -178,6 +178,11 @@ def motion_sibling(out: Path) -> Path:
 
 
 def _check_request(family: ModelFamily, fmt: str, out: Path) -> None:
+    if not family.export_formats:
+        raise HuviError(
+            f"Exporting a {family.name} LoRA is not built yet; the run's adapters are in its adapters/ folder "
+            "(peft layout, loadable with peft's set_peft_model_state_dict)."
+        )
     if fmt not in family.export_formats:
         raise HuviError(f"Unknown export format {fmt!r}; choose one of: {', '.join(family.export_formats)}.")
     if out.suffix != ".safetensors":

@@ -174,6 +174,7 @@ class _Trainer:
             skipped = "have no \"winner\" other than a tie (segment labels are used in dense mode)"
             what, advice = "preference pairs", "give at least two clips different ratings, or an explicit pair a \"winner\""
         else:
+            self.family.require_dense()
             pairs = segment_pairs(explicit, cfg.data.frames, cfg.seed)
             unused = len(explicit) - len(pairs)
             segments = sum(sign != 0 for p in pairs for sign in p.signs)

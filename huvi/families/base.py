@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from huvi.config import DataConfig, ModelConfig
+from huvi.errors import HuviError
 
 if TYPE_CHECKING:
     from huvi.lora import Lora
@@ -85,6 +86,12 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]  # the `model.family` setting that selects it
     smaller_presets: ClassVar[dict[str, str]]  # preset -> its next smaller VRAM tier (the out-of-memory advice)
+    dense: ClassVar[bool] = True  # DenseDPO's segments (dpo.mode dense, dense-pairs) are built for it
+
+    def require_dense(self) -> None:
+        """Refuse DenseDPO, in one sentence, for a family it is not built for yet."""
+        if not self.dense:
+            raise HuviError(f"DenseDPO (segment labels, dense-pairs) is not built yet for the {self.name} model family; train with dpo.mode=clip.")
 
     def __init__(self, model: ModelConfig) -> None:
         self.model = model

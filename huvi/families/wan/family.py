@@ -32,6 +32,7 @@ TEXT_DIM = 4096  # UMT5-XXL's width (Wan 2.1 and 2.2)
 
 class Wan(ModelFamily):
     name = "wan"
+    dense = False  # segments still count video frames, not Wan's 4-frame latent frames (issue 14)
     smaller_presets: ClassVar[dict[str, str]] = {"wan22-5b": "wan21-1.3b"}
 
     @cached_property
