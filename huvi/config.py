@@ -339,5 +339,6 @@ def load_config(preset: str = "sd15-24gb", overrides: list[str] | dict[str, Any]
     """Defaults, then the preset's overrides, then the caller's (`key=value` strings or a nested dict)."""
     over = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     data = _merge(read_preset(preset), over)
-    data.setdefault("preset", Path(preset).stem)
+    path = Path(preset)  # a preset's name ("wan21-1.3b": its dot is no suffix) or a YAML file's path
+    data.setdefault("preset", path.stem if path.suffix in (".yaml", ".yml") else preset)
     return HuviConfig.from_dict(data)

@@ -108,6 +108,9 @@ def page(app, tmp_path_factory):
         page.errors = []
         page.on("pageerror", lambda err: page.errors.append(str(err)))
         page.set_default_timeout(30_000)
+        # The suite runs on two workers: the other one's training shares the cores, and the first
+        # render of 12 clip cards took over Playwright's default 5 s of `expect` on a loaded machine.
+        expect.set_options(timeout=30_000)
         page.goto(app[0])
         yield page
         browser.close()
