@@ -308,11 +308,15 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def _preset_file(preset: str) -> Path | None:
+    """The YAML file `preset` names when it is a path; None for a preset's name ("wan21-1.3b": its dot is no suffix)."""
+    path = Path(preset)
+    return path if path.suffix in (".yaml", ".yml") else None
+
+
 def read_preset(preset: str) -> dict[str, Any]:
     """The overrides of preset `preset` (a name from presets/ or a path to a YAML file)."""
-    path = Path(preset)
-    if path.suffix not in (".yaml", ".yml"):
-        path = PRESET_DIR / f"{preset}.yaml"
+    path = _preset_file(preset) or PRESET_DIR / f"{preset}.yaml"
     if not path.is_file():
         raise HuviError(f"No preset {preset!r}; choose one of: {', '.join(preset_names())}, or give a path to a YAML file.")
     try:
@@ -339,6 +343,6 @@ def load_config(preset: str = "sd15-24gb", overrides: list[str] | dict[str, Any]
     """Defaults, then the preset's overrides, then the caller's (`key=value` strings or a nested dict)."""
     over = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     data = _merge(read_preset(preset), over)
-    path = Path(preset)  # a preset's name ("wan21-1.3b": its dot is no suffix) or a YAML file's path
-    data.setdefault("preset", path.stem if path.suffix in (".yaml", ".yml") else preset)
+    file = _preset_file(preset)
+    data.setdefault("preset", file.stem if file else preset)
     return HuviConfig.from_dict(data)

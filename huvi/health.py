@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 WINDOW = 20  # steps in the running means: ~10% of a tiny DPO stage, enough to average out the pair draws
@@ -113,7 +114,7 @@ SIGN_TEXT = {
 }
 
 
-def summary(rows: list[dict]) -> str:
+def summary(rows: Sequence[dict]) -> str:
     """One sentence on a run's DPO health for its page, from its metrics rows: the signs active at
     the latest DPO step (or at any step, once the stage has moved on), and with held-out pairs which
     step's adapter is kept. Empty when there is nothing to say."""

@@ -211,7 +211,7 @@ class TrainHandlers(Context):
             return None
 
     @staticmethod
-    def status_markdown(status: JobStatus | None, rows: list[dict] = ()) -> str:
+    def status_markdown(status: JobStatus | None, rows: list[dict] | tuple = ()) -> str:
         """The run's state, its DPO health (from its metrics `rows`), how it was started and resumes."""
         if status is None:
             return "No run picked. Start one above, or pick a run to watch."
@@ -219,7 +219,7 @@ class TrainHandlers(Context):
         lines = [f"### {STATE_ICONS.get(status.state, '')} {title} — `{status.run.name}`", status.message]
         if status.state == "finished":
             lines.append("Next: make clips with it in **5 · Generate**, or download its LoRA in **6 · Export**.")
-        health = summary(list(rows))
+        health = summary(rows)
         if health:
             lines.append(health)
         if status.first_command:

@@ -32,6 +32,7 @@ timesteps and errors only.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,13 @@ from huvi.errors import HuviError
 
 if TYPE_CHECKING:
     from huvi.lora import Lora
+
+
+def fresh_copy(component: torch.nn.Module, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A copy of a family's cached tiny component (built in fp32) in `dtype`, so callers may train
+    or move it freely; no cast at fp32, where diffusers would warn on any dtype cast."""
+    component = copy.deepcopy(component)
+    return component if dtype == torch.float32 else component.to(dtype)
 
 
 class Encoders(Protocol):

@@ -16,7 +16,6 @@ UNet of 1.3 B parameters (5 GB, 30 s on a CPU) only to overwrite it.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from functools import cache
 
@@ -27,6 +26,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from huvi.config import ModelConfig
 from huvi.errors import HuviError
+from huvi.families.base import fresh_copy
 from huvi.families.sd15 import tiny
 from huvi.families.sd15.attention import set_spatial_attention
 from huvi.families.sd15.checkpointing import checkpoint_motion_modules
@@ -81,9 +81,7 @@ def _tiny() -> dict:
 
 
 def _tiny_copy(name: str, dtype: torch.dtype = torch.float32):
-    """A fresh copy of one tiny component in `dtype`, so callers may train or move it freely."""
-    component = copy.deepcopy(_tiny()[name])
-    return component if dtype == torch.float32 else component.to(dtype)  # built in fp32; diffusers warns on any dtype cast
+    return fresh_copy(_tiny()[name], dtype)
 
 
 def assemble_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter, cfg: ModelConfig) -> UNetMotionModel:

@@ -23,9 +23,9 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3
 from huvi.config import DataConfig
 from huvi.errors import HuviError
 from huvi.families.base import Encoders, ExportFormat, ModelFamily
+from huvi.families.sd15.sampling import sdedit_start
 from huvi.families.wan import diffusion, models, tiny
 from huvi.families.wan.sampling import make_scheduler, sample_latents
-from huvi.families.sd15.sampling import sdedit_start
 
 TEXT_DIM = 4096  # UMT5-XXL's width (Wan 2.1 and 2.2)
 

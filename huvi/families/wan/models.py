@@ -10,7 +10,6 @@ and WanImageToVideoPipeline do.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from functools import cache
 from types import SimpleNamespace
@@ -22,6 +21,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderMode
 
 from huvi.config import ModelConfig
 from huvi.errors import HuviError
+from huvi.families.base import fresh_copy
 from huvi.families.wan import tiny
 from huvi.hub import pretrained
 
@@ -88,9 +88,7 @@ def _tiny() -> dict:
 
 
 def _tiny_copy(name: str, dtype: torch.dtype = torch.float32):
-    """A fresh copy of one tiny component in `dtype`, so callers may train or move it freely."""
-    component = copy.deepcopy(_tiny()[name])
-    return component if dtype == torch.float32 else component.to(dtype)
+    return fresh_copy(_tiny()[name], dtype)
 
 
 def load_transformer(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> WanTransformer3DModel:
