@@ -130,12 +130,21 @@ def preference_category(
 
 
 def shuffled_ratings(root: Path, seed: int) -> None:
-    """Permute a category's ratings among its clips: a control whose preference is unlearnable."""
+    """A control whose preference is unlearnable: in a `preference_category`, the two ratings of a
+    random half of the couples are swapped. Every couple still differs in rating, as before, but the
+    preferred clip is rated higher in exactly half of them and rated high exactly as often as the
+    other, so the ratings say nothing about the preference. (A plain permutation of 12 ratings left
+    2 to 4 of the 6 preferred clips rated high, and the controls' held-out accuracy followed that
+    count: 0.46 +- 0.13 over three seeds.)"""
     meta = json.loads((root / "category.json").read_text())
-    names = sorted(meta["scores"])
-    values = [meta["scores"][n] for n in names]
-    np.random.default_rng(seed).shuffle(values)
-    meta["scores"] = dict(zip(names, (int(v) for v in values)))
+    names = sorted(meta["scores"])  # clip 2k and 2k+1 are a couple
+    if len(names) % 2:
+        raise ValueError("shuffled_ratings needs a category of couples (an even number of clips)")
+    couples = len(names) // 2
+    rng = np.random.default_rng(seed)
+    for k in rng.permutation(couples)[: couples // 2]:
+        a, b = names[2 * k], names[2 * k + 1]
+        meta["scores"][a], meta["scores"][b] = meta["scores"][b], meta["scores"][a]
     write_json(root / "category.json", meta)
 
 

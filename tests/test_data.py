@@ -17,7 +17,7 @@ from huvi.category import check_category, clip_frames, load_category
 from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.families.sd15.models import load_encoders
-from huvi.synthetic import moving_square, preference_category
+from huvi.synthetic import moving_square, preference_category, shuffled_ratings
 from huvi.video import read_clip, write_clip
 
 BUNNY_FRAMES, BUNNY_W, BUNNY_H = 132, 1280, 720
@@ -295,3 +295,15 @@ def test_a_preference_category_s_couples_differ_only_in_the_preference(tmp_path,
         a, b = clips[k], clips[k + 1]
         assert np.abs(a[0] - b[0]).mean() < across / 2
         assert np.abs(a - b).mean() > 0.5  # the preference shows
+
+
+def test_the_shuffled_control_rates_the_preferred_clip_higher_in_exactly_half_the_couples(tmp_path):
+    root = preference_category(tmp_path, "growth", clips=12, seed=5, frames=4, size=16)
+    before = json.loads((root / "category.json").read_text())["scores"]
+    shuffled_ratings(root, seed=5)
+    after = json.loads((root / "category.json").read_text())["scores"]
+    names = sorted(after)
+    assert sorted(after.values()) == sorted(before.values())
+    kept = [after[names[k]] > after[names[k + 1]] for k in range(0, 12, 2)]  # preferred still rated higher
+    assert sum(kept) == 3
+    assert sum(after[n] >= 4 for n in names[::2]) == 3  # preferred clips rated high: half
