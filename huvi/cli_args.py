@@ -8,6 +8,8 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from huvi.families import ALL_EXPORT_FORMATS
+
 DESCRIPTION = "huvi: few-shot preference fine-tuning (a motion LoRA, then a Diffusion-DPO LoRA) of a text-to-video model."
 
 EXAMPLES = {
@@ -36,7 +38,8 @@ A finished run holds RUN/adapters/motion.safetensors and dpo.safetensors; `gener
   python -m huvi export --run runs/demo --out out/demo.safetensors                      # DPO + demo.motion.safetensors
   python -m huvi export --run runs/demo --merge --out out/demo-merged.safetensors --zip # one file, then one zip with its card
   python -m huvi export --run runs/demo --format kohya --merge --out out/kohya/demo.safetensors
-  python -m huvi export --run runs/demo --format comfy-motion --merge --out out/comfy/demo.safetensors""",
+  python -m huvi export --run runs/demo --format comfy-motion --merge --out out/comfy/demo.safetensors
+  python -m huvi export --run runs/wan-demo --format comfy --out out/comfy/wan-demo.safetensors   # a Wan run""",
     "metrics": """examples:
   python -m huvi metrics out/clip.mp4 out/clip.nodpo.mp4
   python -m huvi metrics out/clip.mp4 --prompt "a person playing guitar" --clip-model ~/models/clip-vit-large-patch14""",
@@ -125,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "export", "write a run's LoRA for diffusers, kohya-style tools or ComfyUI")
     p.add_argument("--run", type=Path, required=True, help="a run folder with both adapters trained")
     p.add_argument(
-        "--format", choices=("diffusers", "kohya", "comfy-motion"), default="diffusers",
-        help="diffusers (load_lora_weights, the default), kohya (A1111/ComfyUI LoRA loaders) or comfy-motion (AnimateDiff motion LoRA)",
+        "--format", choices=ALL_EXPORT_FORMATS, default="diffusers",
+        help="diffusers (load_lora_weights, the default; every family); for an SD1.5 run kohya (A1111/ComfyUI LoRA loaders) "
+        "or comfy-motion (AnimateDiff motion LoRA); for a Wan run comfy (ComfyUI's Load LoRA, original Wan keys)",
     )
     p.add_argument("--merge", action="store_true", help="motion and DPO adapters combined into one file")
     p.add_argument("--out", type=Path, required=True, help="FILE.safetensors (a model card README.md goes beside it)")

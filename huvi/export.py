@@ -6,8 +6,9 @@ adapters and the DPO one can be scaled alone. With `merge`, `out` holds their ex
 adapter's alpha/rank scale is baked into its up weights, and a layer both adapt gets the two LoRAs
 concatenated along the rank axis ([u1 u2] @ [d1; d2] = u1 d1 + u2 d2).
 
-Each model family has its own key layouts (`ModelFamily.export_formats`; SD1.5's: diffusers, kohya,
-comfy-motion, in huvi.families.sd15.export); the layer arithmetic is in huvi.lora.
+Each model family has its own key layouts (`ModelFamily.export_formats`, named in
+huvi.families.EXPORT_FORMATS; SD1.5's: diffusers, kohya, comfy-motion, in huvi.families.sd15.export;
+Wan's: diffusers, comfy, in huvi.families.wan.export); the layer arithmetic is in huvi.lora.
 
 Every file carries string metadata: ModelSpec (`modelspec.*`), kohya's `ss_*` (kohya files), huvi's
 own (`huvi.*`); the family's `render_card` writes the README.md beside it.
@@ -31,15 +32,13 @@ import huvi
 from huvi.adapters import DPO, MOTION
 from huvi.config import AdapterConfig, HuviConfig
 from huvi.errors import HuviError
-from huvi.families import family_for
+from huvi.families import ALL_EXPORT_FORMATS, EXPORT_FORMATS, family_for
 from huvi.families.base import ModelFamily
 from huvi.io import write_safetensors, write_text
 from huvi.lora import Lora, merge_loras, read_lora
 from huvi.runs import Run
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("diffusers", "kohya", "comfy-motion")  # every family's format names, for the CLI's choices and the app
 
 
 @dataclass
@@ -177,14 +176,15 @@ def motion_sibling(out: Path) -> Path:
     return out.with_name(f"{out.stem}.motion.safetensors")
 
 
+def run_formats(run_dir: Path) -> tuple[str, ...]:
+    """The export formats of the run's model family, in the order offered (read from its config.yaml alone)."""
+    return EXPORT_FORMATS[Run(Path(run_dir)).read_config().model.family]
+
+
 def _check_request(family: ModelFamily, fmt: str, out: Path) -> None:
-    if not family.export_formats:
-        raise HuviError(
-            f"Exporting a {family.name} LoRA is not built yet; the run's adapters are in its adapters/ folder "
-            "(peft layout, loadable with peft's set_peft_model_state_dict)."
-        )
     if fmt not in family.export_formats:
-        raise HuviError(f"Unknown export format {fmt!r}; choose one of: {', '.join(family.export_formats)}.")
+        what = f"The {family.name} model family has no export format" if fmt in ALL_EXPORT_FORMATS else "Unknown export format"
+        raise HuviError(f"{what} {fmt!r}; choose one of: {', '.join(family.export_formats)}.")
     if out.suffix != ".safetensors":
         raise HuviError(f"The export file {out} must end in .safetensors; pass e.g. --out {out.with_suffix('.safetensors')}.")
     if out.is_dir():

@@ -1,8 +1,14 @@
-"""Loading pretrained components from a Hub id or a local folder, with a missing download said plainly."""
+"""Loading pretrained components from a Hub id or a local folder, with a missing download said plainly;
+and the Hub id such a setting stands for, for exported files' metadata and model cards (`hub_id`)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from huvi.errors import HuviError
+
+_HF_CACHE_REPO = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)")
 
 
 def pretrained(loader, repo: str, **kwargs):
@@ -16,3 +22,19 @@ def pretrained(loader, repo: str, **kwargs):
             f"({type(err).__name__}). Fetch them once while online with `hf download {repo}`, or set "
             f"the model path to a local folder; the tiny preset (--preset tiny) needs no weights."
         ) from None
+
+
+def hub_id(source: str, default: str) -> tuple[str, str]:
+    """(Hub id, local folder or "") of a model setting (a Hub id or a folder), for model cards and
+    metadata, which must name a Hub id. A Hub id is itself; a folder of the Hugging Face cache
+    (`.../models--OWNER--NAME/snapshots/...`) names its repository; any other folder cannot say
+    which Hub model it holds, so `default` (the architecture's own Hub id) stands for it, and the
+    folder is named beside it."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return source, ""
+    folder = str(path.resolve())
+    match = next((m for part in path.resolve().parts if (m := _HF_CACHE_REPO.fullmatch(part))), None)
+    if match:
+        return f"{match['owner']}/{match['name']}", folder
+    return default, folder

@@ -1,8 +1,17 @@
-"""LoRA layers as files hold them, and the exact arithmetic of combining them (huvi.export)."""
+"""LoRA layers as files hold them, the exact arithmetic of combining them, and the two key layouts
+other tools read (huvi.export; each family names its modules for them):
+
+    peft/diffusers  PREFIX.MODULE.lora_A.weight (r, in[, kh, kw]), PREFIX.MODULE.lora_B.weight (out, r[, 1, 1]),
+                    the LoraConfig as JSON in metadata `lora_adapter_metadata` (`load_lora_weights`)
+    down/up/alpha   NAME.lora_down.weight, NAME.lora_up.weight, NAME.alpha (0-dim; scale = alpha / rank):
+                    kohya's and ComfyUI's
+"""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +95,29 @@ def peft_config(lora: Lora) -> dict:
         "rank_pattern": {f"^{m}": r for m, r in ranks.items() if r != rank},
         "alpha_pattern": {f"^{m}": a for m, a in alphas.items() if a != alpha},
     }
+
+
+def diffusers_tensors(lora: Lora, prefix: str) -> dict[str, torch.Tensor]:
+    """peft's keys under the pipeline component `prefix` ("unet", "transformer"), as `load_lora_weights` reads them."""
+    out = {}
+    for module, layer in lora.items():
+        out[f"{prefix}.{module}.lora_A.weight"] = layer.down
+        out[f"{prefix}.{module}.lora_B.weight"] = layer.up
+    return out
+
+
+def diffusers_metadata(lora: Lora, prefix: str) -> dict[str, str]:
+    """diffusers' own LoRA metadata key: the LoraConfig with `prefix.`-prefixed keys, read by `load_lora_weights`."""
+    config = {f"{prefix}.{key}": value for key, value in peft_config(lora).items()}
+    return {"lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True)}
+
+
+def down_up_alpha_tensors(lora: Lora, name: Callable[[str], str]) -> dict[str, torch.Tensor]:
+    """Each layer under `name(module)`: .lora_down.weight, .lora_up.weight and its own .alpha."""
+    out = {}
+    for module, layer in lora.items():
+        key = name(module)
+        out[f"{key}.lora_down.weight"] = layer.down
+        out[f"{key}.lora_up.weight"] = layer.up
+        out[f"{key}.alpha"] = torch.tensor(layer.alpha, dtype=torch.float32)  # 0-dim
+    return out

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
 from huvi.config import HuviConfig, load_config, read_preset
 from huvi.gpu_lock import busy_subject
+from huvi.io import write_safetensors
 from huvi.synthetic import moving_square
 from huvi.video import write_clip
 
@@ -79,6 +85,55 @@ def wait_for(predicate, timeout: float = 180, what: str = "condition"):
 def metric_rows(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rewrite_adapter(path: Path, change: Callable[[str, torch.Tensor], torch.Tensor | None]) -> None:
+    """Rewrite an adapter file (metadata kept) with each tensor replaced by change(key, tensor); None drops it."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = {key: change(key, value) for key, value in load_file(str(path)).items()}
+    write_safetensors(path, {k: v for k, v in tensors.items() if v is not None}, metadata=meta)
+
+
+def run_to_export(cfg: HuviConfig, category: Path, root: Path, prompt: str, noise: float) -> Path:
+    """A run of `cfg` at `root` for the export tests: trained on `category`, each adapter's up weights then
+    moved by `noise` x N(0, 1) (a step or two leaves them near zero; this makes every layer's update
+    clearly non-zero), and run.json as the trainer writes it, with `prompt` and 9 pairs."""
+    from huvi.adapters import DPO, MOTION
+    from huvi.runs import Run
+    from huvi.trainer import train
+
+    train(cfg, category, root, show_progress=False)
+    g = torch.Generator().manual_seed(0)
+    for name in (MOTION, DPO):
+        rewrite_adapter(Run(root).adapter_path(name), lambda k, v: v + noise * torch.randn(v.shape, generator=g) if "lora_B" in k else v)
+    (root / "run.json").write_text(json.dumps({"category": str(category), "prompt": prompt, "pairs": 9}))
+    return root
+
+
+def export_every_format(run_dir: Path, root: Path) -> dict:
+    """(format, merge) -> huvi.export.ExportResult for each of the run's formats, merged and not, each in its own folder."""
+    from huvi.export import export_run, run_formats
+
+    return {
+        (fmt, merge): export_run(run_dir, fmt, root / f"{fmt}-{merge}" / "squares.safetensors", merge=merge)
+        for fmt in run_formats(run_dir)
+        for merge in (False, True)
+    }
+
+
+def exported_files(exports: dict) -> list[tuple[str, bool, Path, dict[str, str]]]:
+    """(format, merge, file, its metadata) of every file of `export_every_format`'s exports; each export wrote
+    one file merged and two without, and every metadata key and value is a string."""
+    found = []
+    for (fmt, merge), result in exports.items():
+        assert len(result.files) == (1 if merge else 2)
+        for path in result.files:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata()
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+            found.append((fmt, merge, path, meta))
+    return found
 
 
 def folder_snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

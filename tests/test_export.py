@@ -14,22 +14,20 @@ from diffusers.loaders.lora_conversion_utils import (
     _convert_non_diffusers_lora_to_diffusers,
     _convert_unet_lora_key,
 )
+from helpers import export_every_format, exported_files, rewrite_adapter, run_to_export
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from huvi.adapters import DPO, MOTION, load_adapter, set_active
 from huvi.config import load_config
 from huvi.errors import HuviError
-from huvi.export import FORMATS, export_run
+from huvi.export import export_run
 from huvi.families.sd15 import tiny
 from huvi.families.sd15.card import render_card
 from huvi.families.sd15.export import kohya_name
 from huvi.families.sd15.models import load_encoders, load_scheduler, load_unet
 from huvi.families.sd15.targets import ALL_ATTENTION
-from huvi.io import write_safetensors
 from huvi.runs import Run
-from huvi.trainer import train
 
 PROMPT = "a square moving right"
 ATOL = 1e-5
@@ -41,14 +39,6 @@ ORIGINAL_MOTION_KEY = re.compile(
 
 
 # a small run, its model, and pipelines built the way a diffusers user would ---------------------
-def rewrite_adapter(path, change: Callable[[str, torch.Tensor], torch.Tensor | None]) -> None:
-    """Rewrite an adapter file (metadata kept) with each tensor replaced by change(key, tensor); None drops it."""
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-    tensors = {key: change(key, value) for key, value in load_file(str(path)).items()}
-    write_safetensors(path, {k: v for k, v in tensors.items() if v is not None}, metadata=meta)
-
-
 def module_of(key: str) -> str:
     return key.removeprefix("unet.").rsplit(".lora_", 1)[0]  # ...attn1.to_q.lora_A.weight -> ...attn1.to_q
 
@@ -67,24 +57,13 @@ def run_dir(category, tmp_path_factory):
     the DPO adapter on every attention, spatial and temporal, so each format holds part of both adapters and
     merged layers overlap; run.json as the trainer will write it."""
     cfg = load_config("tiny", {"motion": {"steps": 1}, "dpo": {"steps": 1, "adapter": {"targets": ALL_ATTENTION}}})
-    root = tmp_path_factory.mktemp("export") / "run"
-    train(cfg, category, root, show_progress=False)
-    g = torch.Generator().manual_seed(0)
-    for name in (MOTION, DPO):  # one step leaves |lora_B| <= 1e-3: make every layer's update clearly non-zero
-        rewrite_adapter(Run(root).adapter_path(name), lambda k, v: v + 0.02 * torch.randn(v.shape, generator=g) if "lora_B" in k else v)
-    (root / "run.json").write_text(json.dumps({"category": str(category), "prompt": PROMPT, "pairs": 9}))
-    return root
+    return run_to_export(cfg, category, tmp_path_factory.mktemp("export") / "run", PROMPT, noise=0.02)
 
 
 @pytest.fixture(scope="module")
 def exports(run_dir, tmp_path_factory):
     """(format, merge) -> ExportResult, each in its own folder."""
-    root = tmp_path_factory.mktemp("exports")
-    return {
-        (fmt, merge): export_run(run_dir, fmt, root / f"{fmt}-{merge}" / "squares.safetensors", merge=merge)
-        for fmt in FORMATS
-        for merge in (False, True)
-    }
+    return export_every_format(run_dir, tmp_path_factory.mktemp("exports"))
 
 
 @pytest.fixture(scope="module")
@@ -292,20 +271,16 @@ def test_comfy_motion_matches_the_run_through_diffusers_conversion(run_dir, expo
 
 # metadata and card ---------------------------------------------------------------------------------
 def test_every_file_has_string_metadata_with_rank_and_alpha(exports, category):
-    for (fmt, merge), result in exports.items():
-        assert len(result.files) == (1 if merge else 2)
-        for path in result.files:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata()
-            assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
-            for key in ("modelspec.sai_model_spec", "modelspec.title", "modelspec.architecture", "modelspec.resolution",
-                        "modelspec.trigger_phrase", "huvi.rank", "huvi.alpha", "huvi.steps", "huvi.beta", "huvi.version"):
-                assert meta[key], key
-            assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
-            assert meta["modelspec.resolution"] == "32x32"
-            assert (meta["huvi.prompt"], meta["huvi.category"], meta["huvi.pairs"]) == (PROMPT, category.name, "9")
-            assert (meta["huvi.dpo.rank"], meta["huvi.dpo.alpha"], meta["huvi.motion.rank"]) == ("16", "32", "32")
-            assert ("ss_network_dim" in meta) == (fmt == "kohya")
+    for fmt, _, _, meta in exported_files(exports):
+        for key in ("modelspec.sai_model_spec", "modelspec.title", "modelspec.architecture", "modelspec.resolution",
+                    "modelspec.trigger_phrase", "huvi.rank", "huvi.alpha", "huvi.steps", "huvi.beta", "huvi.version"):
+            assert meta[key], key
+        assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
+        assert meta["modelspec.resolution"] == "32x32"
+        assert (meta["huvi.prompt"], meta["huvi.category"], meta["huvi.pairs"]) == (PROMPT, category.name, "9")
+        assert (meta["huvi.dpo.rank"], meta["huvi.dpo.alpha"], meta["huvi.motion.rank"]) == ("16", "32", "32")
+        assert ("ss_network_dim" in meta) == (fmt == "kohya")
+    for (_, merge), result in exports.items():
         assert result.metadata["huvi.rank"] == ("32+16" if merge else "16")
         assert result.metadata["huvi.alpha"] == ("32+32" if merge else "32")
         assert result.metadata["huvi.steps"] == ("1+1" if merge else "1")
@@ -346,6 +321,9 @@ def test_bad_requests_raise_one_sentence(run_dir, tmp_path):
     with pytest.raises(HuviError) as err:
         export_run(run_dir, "onnx", out)
     assert_one_sentence(err, "choose one of: diffusers, kohya, comfy-motion")
+    with pytest.raises(HuviError) as err:
+        export_run(run_dir, "comfy", out)  # another family's format
+    assert_one_sentence(err, "The sd15 model family has no export format 'comfy'; choose one of: diffusers, kohya, comfy-motion")
     with pytest.raises(HuviError) as err:
         export_run(run_dir, "kohya", tmp_path / "x.pt")
     assert_one_sentence(err, "must end in .safetensors")

@@ -12,7 +12,7 @@ import torch
 from huvi.config import load_config
 from huvi.dpo import pair_errors
 from huvi.errors import HuviError
-from huvi.families import FAMILIES, family_class, family_for, smaller_preset
+from huvi.families import EXPORT_FORMATS, FAMILIES, family_class, family_for, smaller_preset
 from huvi.families.base import ModelFamily
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +61,13 @@ def test_the_registry_resolves_sd15():
     assert isinstance(family, ModelFamily) and family.name == "sd15" and family.model is model
     assert family_class("sd15") is type(family)
     assert family.schedule.config.num_train_timesteps == 1000  # loaded on first use
+
+
+@pytest.mark.parametrize("preset", ["tiny", "wan-tiny"])
+def test_the_registry_names_each_familys_export_formats(preset):
+    """The CLI's choices and the app's Export tab read the names from the registry, without model code."""
+    family = family_for(load_config(preset).model)
+    assert tuple(family.export_formats) == EXPORT_FORMATS[family.name]
 
 
 def test_an_unknown_family_is_one_sentence_naming_the_valid_ones():

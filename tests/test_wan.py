@@ -1,5 +1,5 @@
 """The Wan family on its tiny random components: registry, VAE frame counts, flow-matching noising,
-the first DPO step, first-frame-held sampling, and a CLI train + generate."""
+the first DPO step, first-frame-held sampling, and a CLI train + generate + export."""
 
 from __future__ import annotations
 
@@ -87,10 +87,12 @@ def test_cli_trains_wan_tiny_and_generates_a_clip(category, tmp_path, capsys):
     assert Run(run_dir).read_config().model.family == "wan"
     assert main(["generate", "--run", str(run_dir), "--prompt", "a red square", "--seed", "1", "--out", str(out)]) == 0, capsys.readouterr().err
     assert read_clip(out, None, None).shape[0] == 9
-    # Not built yet for Wan, each refused in one sentence before any model loads:
+    for fmt in ("diffusers", "comfy"):  # tests/test_wan_export.py checks what the files hold
+        out = tmp_path / fmt / "x.safetensors"
+        assert main(["export", "--run", str(run_dir), "--format", fmt, "--merge", "--out", str(out)]) == 0, capsys.readouterr().err
+        assert out.is_file() and (out.parent / "README.md").is_file()
+    # Not built yet for Wan, refused in one sentence before any model loads:
     capsys.readouterr()
-    assert main(["export", "--run", str(run_dir), "--out", str(tmp_path / "x.safetensors")]) != 0
-    assert "Exporting a wan LoRA is not built yet" in capsys.readouterr().err
     assert main(["dense-pairs", "--run", str(run_dir), "--category", str(category)]) != 0
     assert "DenseDPO (segment labels, dense-pairs) is not built yet for the wan model family" in capsys.readouterr().err
 

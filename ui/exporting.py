@@ -1,5 +1,5 @@
-"""Handlers of the Export tab: a run's LoRA in one of huvi.export's formats, its model card, and one
-zip of both with the run's settings (huvi.bundle), every file downloadable."""
+"""Handlers of the Export tab: a run's LoRA in one of its model family's export formats, its model card,
+and one zip of both with the run's settings (huvi.bundle), every file downloadable."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from huvi.errors import HuviError
+from huvi.families import ALL_EXPORT_FORMATS
 from ui.common import Context, user_errors
 
 
@@ -21,6 +23,21 @@ def without_front_matter(markdown: str) -> str:
 
 
 class ExportHandlers(Context):
+    def format_choices(self, run_name: str | None) -> list[str]:
+        """The export formats of the run's model family; every family's while no run is picked or the run's
+        config cannot be read (exporting it then says why in one sentence)."""
+        from huvi.export import run_formats
+
+        try:
+            return list(run_formats(self.run_dir(run_name)))
+        except HuviError:
+            return list(ALL_EXPORT_FORMATS)
+
+    def formats(self, run_name: str | None, fmt: str | None) -> gr.Radio:
+        """The Format choices for the picked run, keeping the picked format when its family has it."""
+        choices = self.format_choices(run_name)
+        return gr.Radio(choices=choices, value=fmt if fmt in choices else choices[0])
+
     @user_errors
     def export(self, run_name: str, fmt: str, merge: bool):
         """(files: the zip, the LoRA files and the card; the card as Markdown; the metadata; the zip's

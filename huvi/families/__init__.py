@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 FAMILIES = {"sd15": "huvi.families.sd15.family:SD15", "wan": "huvi.families.wan.family:Wan"}  # model.family -> "module:class"
 DEFAULT_FAMILY = "sd15"
+# model.family -> the names of its export formats (its `export_formats`), in the order offered, named here so
+# the CLI's choices and the app's Export tab import no model code
+EXPORT_FORMATS = {"sd15": ("diffusers", "kohya", "comfy-motion"), "wan": ("diffusers", "comfy")}
+ALL_EXPORT_FORMATS = tuple(dict.fromkeys(fmt for names in EXPORT_FORMATS.values() for fmt in names))  # each once: the CLI's choices
 
 
 def family_class(name: str) -> type[ModelFamily]:

@@ -36,6 +36,7 @@ import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -87,6 +88,23 @@ class ExportFormat:
     implementation: str  # modelspec.implementation: the code whose module naming the keys follow
     left_out: str  # the layers the format cannot hold ("" for none)
     reason: str  # why, and where to get them instead
+
+
+def diffusers_format(component: str) -> ExportFormat:
+    """Every layer as peft keys under the pipeline component `component` ("unet", "transformer"), with
+    diffusers' own `lora_adapter_metadata`: what the family's pipeline's `load_lora_weights` reads."""
+    from huvi.lora import diffusers_metadata, diffusers_tensors
+
+    return ExportFormat(
+        carries=lambda module: True,
+        prepare=lambda lora: lora,
+        tensors=partial(diffusers_tensors, prefix=component),
+        metadata=partial(diffusers_metadata, prefix=component),
+        bakes_scale=False,
+        implementation="diffusers",
+        left_out="",
+        reason="",
+    )
 
 
 class ModelFamily(ABC):

@@ -1,26 +1,27 @@
-"""6 · Export: a run's LoRA in a chosen format, its model card, and one zip of everything."""
+"""6 · Export: a run's LoRA in a format of its model family, its model card, and one zip of everything."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from huvi.export import FORMATS as EXPORT_FORMATS
 from ui.exporting import ExportHandlers
 from ui.tabs import quiet
 
 
 def export_tab(h: ExportHandlers) -> dict:
     runs = h.trained_runs()
-    formats = list(EXPORT_FORMATS)
+    formats = h.format_choices(runs[0] if runs else None)
     gr.Markdown("Each export writes a model card beside the weights, with the run's settings, and one zip of both.")
     with gr.Row():
         with gr.Column(scale=2):
             run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Trained run", allow_custom_value=True)
             fmt = gr.Radio(formats, value=formats[0], label="Format")
             gr.Markdown(
-                "- **diffusers**: `load_lora_weights` on an AnimateDiff pipeline\n"
-                "- **kohya**: `lora_unet_*` keys with alpha, for A1111 / ComfyUI LoRA loaders\n"
-                "- **comfy-motion**: the temporal layers in AnimateDiff naming, for ComfyUI-AnimateDiff-Evolved motion LoRAs"
+                "The formats of the run's model family:\n"
+                "- **diffusers**: `load_lora_weights` on the run's pipeline (AnimateDiff or Wan)\n"
+                "- **kohya** (SD1.5): `lora_unet_*` keys with alpha, for A1111 / ComfyUI LoRA loaders\n"
+                "- **comfy-motion** (SD1.5): the temporal layers in AnimateDiff naming, for ComfyUI-AnimateDiff-Evolved motion LoRAs\n"
+                "- **comfy** (Wan): `diffusion_model.blocks.*` keys in the original Wan naming with alpha, for ComfyUI's LoraLoaderModelOnly"
             )
             merge = gr.Checkbox(False, label="Merge the motion and DPO adapters into one file")
             export = gr.Button("Export", variant="primary")
@@ -30,6 +31,7 @@ def export_tab(h: ExportHandlers) -> dict:
             with gr.Accordion("Metadata", open=False):
                 metadata = gr.JSON(show_label=False)
             card = gr.Markdown(label="Model card")
+    run.change(h.formats, inputs=[run, fmt], outputs=fmt, api_visibility="private")
     export.click(
         h.export, inputs=[run, fmt, merge], outputs=[files, card, metadata, download], api_name="export", concurrency_limit=1, show_progress_on=quiet()
     )

@@ -2,63 +2,28 @@
 
 `render_card` turns the metadata an export wrote into its file (`huvi.*`, `modelspec.*`) into
 Markdown: what the LoRA is, how it was trained, what each file holds, how to load it in diffusers
-and ComfyUI, and what the format leaves out. The metadata is the single source, so the card and the
-file never disagree.
+and ComfyUI, and what the format leaves out (the parts every family's card shares are in huvi.card).
 """
 
 from __future__ import annotations
 
+from huvi.card import assemble, diffusers_code, files_list, leaves_out, training_table, with_folder
+
 _TAGS = ("lora", "animatediff", "text-to-video", "diffusion-dpo", "huvi")
-
-
-def _front_matter(meta: dict[str, str]) -> str:
-    lines = ["---", "library_name: diffusers", "pipeline_tag: text-to-video", "tags:"] + [f"- {tag}" for tag in _TAGS]
-    if meta["huvi.model_source"] == "pretrained":
-        lines.append(f"base_model: {meta['huvi.base_model']}")
-    return "\n".join(lines + ["---"])
-
-
-def _with_folder(meta: dict[str, str], key: str) -> str:
-    """The Hub id, and the local folder the run loaded instead when it used one."""
-    folder = meta.get(f"huvi.{key}_folder", "")
-    return f"{meta[f'huvi.{key}']} (trained from the local folder `{folder}`)" if folder else meta[f"huvi.{key}"]
+_KOHYA_IN_DIFFUSERS = (
+    "\ndiffusers converts the `lora_unet_` keys itself; it cannot place temporal layers from them (see below), "
+    "so prefer the diffusers export there.\n"
+)
 
 
 def _training(meta: dict[str, str]) -> str:
-    rows = [
-        ("Category", meta["huvi.category"] or "(not recorded by this run)"),
-        ("Prompt", meta["huvi.prompt"] or "(not recorded by this run)"),
-        ("Base model", _with_folder(meta, "base_model")),
-        ("Motion adapter", _with_folder(meta, "motion_adapter")),
+    model_rows = [
+        ("Base model", with_folder(meta, "base_model")),
+        ("Motion adapter", with_folder(meta, "motion_adapter")),
         ("Video size", f"{meta['modelspec.resolution']}, {meta['huvi.frames']} frames"),
         ("Spatial self-attention", meta["huvi.attention"]),
-        ("Motion LoRA", f"rank {meta['huvi.motion.rank']}, alpha {meta['huvi.motion.alpha']}, {meta['huvi.motion.steps']} steps"),
-        ("DPO LoRA", f"rank {meta['huvi.dpo.rank']}, alpha {meta['huvi.dpo.alpha']}, {meta['huvi.dpo.steps']} steps"),
-        ("DPO beta", f"{meta['huvi.beta']} (Diffusion-DPO paper form: -0.5 * beta * ...)"),
-        ("Preference pairs", meta["huvi.pairs"] or "(not recorded)"),
-        ("Preset", meta["huvi.preset"]),
-        ("huvi version", meta["huvi.version"]),
-        ("Trained", meta["modelspec.date"]),
     ]
-    return "| Setting | Value |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
-
-
-def _files(fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:
-    what = {
-        "dpo": "the DPO adapter",
-        "motion": "the motion adapter",
-        "motion+dpo": "the motion and DPO adapters merged into their exact sum",
-    }
-    if fmt == "kohya":
-        scale = "each layer's `.alpha` / rank is its scale"
-    elif meta["huvi.scale_baked"] == "true":
-        scale = "the alpha/rank scale is baked into the up weights"
-    else:
-        scale = "rank and alpha are in the metadata (scale = alpha / rank)"
-    lines = [f"- `{name}`: {what[adapters]}; {fmt} layout, {scale}." for name, adapters in files.items()]
-    if len(files) > 1:
-        lines.append("\nLoad both, the motion adapter at 1.0; the DPO adapter's weight sets how strongly the preference tuning applies.")
-    return "\n".join(lines)
+    return training_table(meta, model_rows, f"{meta['huvi.beta']} (Diffusion-DPO paper form: -0.5 * beta * ...)")
 
 
 def _pipeline_lines(meta: dict[str, str]) -> list[str]:
@@ -89,26 +54,6 @@ def _pipeline_lines(meta: dict[str, str]) -> list[str]:
     return lines
 
 
-def _diffusers_usage(fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:
-    lines = _pipeline_lines(meta)
-    by_adapters = {adapters: name for name, adapters in files.items()}
-    if "motion+dpo" in by_adapters:
-        lines.append(f'pipe.load_lora_weights("{by_adapters["motion+dpo"]}", adapter_name="huvi")')
-    else:
-        lines += [
-            f'pipe.load_lora_weights("{by_adapters["motion"]}", adapter_name="motion")',
-            f'pipe.load_lora_weights("{by_adapters["dpo"]}", adapter_name="dpo")',
-            'pipe.set_adapters(["motion", "dpo"], [1.0, 1.0])  # the second number scales the DPO adapter',
-        ]
-    width, height = meta["modelspec.resolution"].split("x")
-    prompt = meta["huvi.prompt"] or "your prompt"
-    lines.append(f'video = pipe("{prompt}", num_frames={meta["huvi.frames"]}, width={width}, height={height}).frames[0]')
-    note = ""
-    if fmt == "kohya":
-        note = "\ndiffusers converts the `lora_unet_` keys itself; it cannot place temporal layers from them (see below), so prefer the diffusers export there.\n"
-    return "```python\n" + "\n".join(lines) + "\n```\n" + note
-
-
 def _comfy_usage(fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:
     names = ", ".join(f"`{name}`" for name in files)
     motion = meta["huvi.motion_adapter"]
@@ -134,7 +79,6 @@ def _comfy_usage(fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:
 def render_card(fmt: str, files: dict[str, str], meta: dict[str, str], left_out: str, reason: str) -> str:
     """Markdown for README.md. files: file name -> the adapters it holds ("dpo", "motion" or "motion+dpo");
     meta: the metadata of the export's main file; left_out/reason: what the format cannot hold, and why."""
-    title = meta["huvi.category"] or meta["modelspec.title"]
     intro = (
         f"A LoRA for AnimateDiff ({meta['huvi.base_model']} + motion adapter {meta['huvi.motion_adapter']}) "
         "trained with huvi in two stages: a motion LoRA on the category's few clips, then a Diffusion-DPO LoRA "
@@ -144,20 +88,12 @@ def render_card(fmt: str, files: dict[str, str], meta: dict[str, str], left_out:
     if fmt == "comfy-motion":
         diffusers = "Use the diffusers export for diffusers; this layout is ComfyUI-AnimateDiff-Evolved's."
     else:
-        diffusers = _diffusers_usage(fmt, files, meta)
-    leaves = f"This file leaves out {left_out}: {reason}." if left_out else "Nothing: every trained layer is in the file."
-    sections = [
-        _front_matter(meta),
-        f"# huvi: {title}",
-        intro,
-        "## Training\n\n" + _training(meta),
-        "## Files\n\n" + _files(fmt, files, meta),
-        "## diffusers\n\n" + diffusers,
-        "## ComfyUI\n\n" + _comfy_usage(fmt, files, meta),
-        "## What this format leaves out\n\n"
-        + leaves
-        + "\n\nNo export holds huvi's first-frame conditioning: huvi trains and generates (`python -m huvi generate`) "
+        note = _KOHYA_IN_DIFFUSERS if fmt == "kohya" else ""
+        diffusers = diffusers_code(_pipeline_lines(meta), files, meta) + note
+    leaves = leaves_out(left_out, reason) + (
+        "\n\nNo export holds huvi's first-frame conditioning: huvi trains and generates (`python -m huvi generate`) "
         "with frame 0 given as the clean latent of an image, while a plain AnimateDiff pipeline denoises every "
-        "frame from noise, so its videos differ from huvi's even with the same weights.",
-    ]
-    return "\n\n".join(sections) + "\n"
+        "frame from noise, so its videos differ from huvi's even with the same weights."
+    )
+    files_md = files_list(fmt, files, meta, alpha_per_layer=fmt == "kohya")
+    return assemble(meta, _TAGS, intro, _training(meta), files_md, diffusers, _comfy_usage(fmt, files, meta), leaves)

@@ -17,15 +17,15 @@ Key layouts; MODULE is a UNetMotionModel module path such as
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
+from functools import partial
 
 import torch
 
 from huvi.config import ModelConfig
-from huvi.families.base import ExportFormat
-from huvi.lora import Lora, bake, peft_config, share_alpha
+from huvi.families.base import ExportFormat, diffusers_format
+from huvi.hub import hub_id
+from huvi.lora import Lora, bake, down_up_alpha_tensors, share_alpha
 
 # peft module path of a temporal attention projection, and its parts in the original AnimateDiff naming
 _TEMPORAL_ATTENTION = re.compile(
@@ -34,34 +34,9 @@ _TEMPORAL_ATTENTION = re.compile(
 )
 
 
-
-def diffusers_tensors(lora: Lora) -> dict[str, torch.Tensor]:
-    out = {}
-    for module, layer in lora.items():
-        out[f"unet.{module}.lora_A.weight"] = layer.down
-        out[f"unet.{module}.lora_B.weight"] = layer.up
-    return out
-
-
-def diffusers_metadata(lora: Lora) -> dict[str, str]:
-    """diffusers' own LoRA metadata key: the LoraConfig with `unet.`-prefixed keys, read by `load_lora_weights`."""
-    config = {f"unet.{key}": value for key, value in peft_config(lora).items()}
-    return {"lora_adapter_metadata": json.dumps(config, indent=2, sort_keys=True)}
-
-
 def kohya_name(module: str) -> str:
     # down_blocks.0.resnets.1.conv1 -> lora_unet_down_blocks_0_resnets_1_conv1
     return "lora_unet_" + module.replace(".", "_")
-
-
-def kohya_tensors(lora: Lora) -> dict[str, torch.Tensor]:
-    out = {}
-    for module, layer in lora.items():
-        name = kohya_name(module)
-        out[f"{name}.lora_down.weight"] = layer.down
-        out[f"{name}.lora_up.weight"] = layer.up
-        out[f"{name}.alpha"] = torch.tensor(layer.alpha, dtype=torch.float32)  # 0-dim; scale = alpha / rank
-    return out
 
 
 def comfy_motion_name(module: str) -> str:
@@ -86,20 +61,11 @@ def comfy_motion_tensors(lora: Lora) -> dict[str, torch.Tensor]:
 
 
 EXPORT_FORMATS = {
-    "diffusers": ExportFormat(
-        carries=lambda module: True,
-        prepare=lambda lora: lora,
-        tensors=diffusers_tensors,
-        metadata=diffusers_metadata,
-        bakes_scale=False,
-        implementation="diffusers",
-        left_out="",
-        reason="",
-    ),
+    "diffusers": diffusers_format("unet"),
     "kohya": ExportFormat(
         carries=lambda module: ".motion_modules." not in module,
         prepare=share_alpha,
-        tensors=kohya_tensors,
+        tensors=partial(down_up_alpha_tensors, name=kohya_name),
         metadata=lambda lora: {},
         bakes_scale=False,
         implementation="https://github.com/Stability-AI/generative-models",
@@ -126,32 +92,11 @@ EXPORT_FORMATS = {
 }
 
 
-_HF_CACHE_REPO = re.compile(r"models--(?P<owner>[^/]+?)--(?P<name>[^/]+)")
-
-
-def hub_id(source: str, field: str) -> tuple[str, str]:
-    """(Hub id, local folder or "") of a model.base or model.motion_adapter setting, for cards and
-    metadata, which must name a Hub id. A Hub id is itself; a folder of the Hugging Face cache
-    (`.../models--OWNER--NAME/snapshots/...`) names its repository; any other folder cannot say
-    which Hub model it holds, so the architecture's own Hub id (the setting's default) stands for
-    it, and the folder is named beside it."""
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        return source, ""
-    folder = str(path.resolve())
-    match = next((m for part in path.resolve().parts if (m := _HF_CACHE_REPO.fullmatch(part))), None)
-    if match:
-        return f"{match['owner']}/{match['name']}", folder
-    return getattr(ModelConfig(), field), folder
-
-
-
-
 def export_metadata(model: ModelConfig, fmt: str, adapters: str, baked: bool, category: str, prompt: str) -> dict[str, str]:
     """The SD1.5 family's part of an exported file's metadata (huvi.families.base.ModelFamily.export_metadata)."""
     tiny = model.source == "tiny"
-    base, base_folder = ("huvi tiny random SD1.5-style UNet (huvi.families.sd15.tiny)", "") if tiny else hub_id(model.base, "base")
-    motion_adapter, motion_folder = ("huvi tiny random motion adapter (huvi.families.sd15.tiny)", "") if tiny else hub_id(model.motion_adapter, "motion_adapter")
+    base, base_folder = ("huvi tiny random SD1.5-style UNet (huvi.families.sd15.tiny)", "") if tiny else hub_id(model.base, ModelConfig().base)
+    motion_adapter, motion_folder = ("huvi tiny random motion adapter (huvi.families.sd15.tiny)", "") if tiny else hub_id(model.motion_adapter, ModelConfig().motion_adapter)
     description = (
         f"huvi {adapters} LoRA for AnimateDiff (SD1.5 UNet + motion adapter {motion_adapter}), {fmt} layout"
         f"{', scale baked into the up weights' if baked else ''}. Category: {category or 'not recorded'}."

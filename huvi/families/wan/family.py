@@ -1,8 +1,9 @@
 """The Wan family (Wan 2.1 T2V-1.3B, Wan 2.2 TI2V-5B) behind huvi.families.base.ModelFamily.
 
 Its parts: the transformer and encoders (huvi.families.wan.models, tiny), flow matching with latent
-frame 0 clean (diffusion), first-frame-held flow-matching sampling (sampling) and LoRA targets
-(targets). Wan keeps its full spatio-temporal attention (see models.load_transformer).
+frame 0 clean (diffusion), first-frame-held flow-matching sampling (sampling), LoRA targets
+(targets), export layouts (export) and the exported LoRA's model card (card). Wan keeps its full
+spatio-temporal attention (see models.load_transformer).
 
 beta for this family is in the same Diffusion-DPO form as SD1.5's (inside = -0.5 beta ((e_w - e_l) -
 (ref_w - ref_l))), but the errors are velocity errors |v_pred - (eps - x_0)|^2, whose differences are
@@ -24,7 +25,8 @@ from huvi.config import DataConfig
 from huvi.errors import HuviError
 from huvi.families.base import Encoders, ExportFormat, ModelFamily
 from huvi.families.sd15.sampling import sdedit_start
-from huvi.families.wan import diffusion, models, tiny
+from huvi.families.wan import diffusion, export, models, tiny
+from huvi.families.wan.card import render_card
 from huvi.families.wan.sampling import make_scheduler, sample_latents
 
 TEXT_DIM = 4096  # UMT5-XXL's width (Wan 2.1 and 2.2)
@@ -117,13 +119,14 @@ class Wan(ModelFamily):
     # export ------------------------------------------------------------------------------------
     @property
     def export_formats(self) -> dict[str, ExportFormat]:
-        return {}
+        return export.EXPORT_FORMATS
 
     def export_metadata(self, fmt: str, adapters: str, baked: bool, category: str, prompt: str) -> dict[str, str]:
-        raise HuviError("Exporting a Wan LoRA is not supported yet; the run's adapters are in its folder in peft layout.")
+        return export.export_metadata(self.model, fmt, adapters, baked, category, prompt)
 
     def render_card(self, fmt: str, files: dict[str, str], meta: dict[str, str]) -> str:
-        raise HuviError("Exporting a Wan LoRA is not supported yet; the run's adapters are in its folder in peft layout.")
+        spec = export.EXPORT_FORMATS[fmt]
+        return render_card(fmt, files, meta, spec.left_out, spec.reason)
 
     # bench -------------------------------------------------------------------------------------
     def random_denoiser(self, device: torch.device | str) -> torch.nn.Module:
