@@ -87,12 +87,10 @@ def test_cli_trains_wan_tiny_and_generates_a_clip(category, tmp_path, capsys):
     assert Run(run_dir).read_config().model.family == "wan"
     assert main(["generate", "--run", str(run_dir), "--prompt", "a red square", "--seed", "1", "--out", str(out)]) == 0, capsys.readouterr().err
     assert read_clip(out, None, None).shape[0] == 9
-    # Not built yet for Wan, each refused in one sentence before any model loads:
+    # Not built yet for Wan, refused in one sentence before any model loads:
     capsys.readouterr()
     assert main(["export", "--run", str(run_dir), "--out", str(tmp_path / "x.safetensors")]) != 0
     assert "Exporting a wan LoRA is not built yet" in capsys.readouterr().err
-    assert main(["dense-pairs", "--run", str(run_dir), "--category", str(category)]) != 0
-    assert "DenseDPO (segment labels, dense-pairs) is not built yet for the wan model family" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("preset", ["wan-tiny", "wan21-1.3b", "wan22-5b"])
