@@ -31,7 +31,7 @@ from huvi.config import DataConfig
 from huvi.errors import HuviError
 from huvi.io import file_digest, file_lock, write_json
 from huvi.pairs import ExplicitPair
-from huvi.segments import LABELS
+from huvi.segments import LABELS, count_choices, segment_counts, what_segments_split
 from huvi.video import VIDEO_SUFFIXES, read_clip
 
 logger = logging.getLogger(__name__)
@@ -224,19 +224,19 @@ def _structure(root: Path) -> _Parsed:
     return parsed
 
 
-def pair_length_problems(pairs: Sequence[ExplicitPair], lengths: dict[str, int], data: DataConfig) -> list[str]:
+def pair_length_problems(pairs: Sequence[ExplicitPair], lengths: dict[str, int], data: DataConfig, per_latent: int = 1) -> list[str]:
     """What stops segment-labelled pairs from training: clips of different lengths (frames kept at
-    data.stride, up to data.max_cached_frames), or a segment count that does not divide data.frames."""
+    data.stride, up to data.max_cached_frames), or a segment count that does not split data.frames
+    into whole latent frames (`per_latent` video frames each after frame 0, huvi.segments)."""
     messages = []
-    divisors = [n for n in range(1, data.frames + 1) if data.frames % n == 0]
     for pair in pairs:
         if pair.segments is None:
             continue
         count = len(pair.segments)
-        if data.frames % count:
+        if count not in segment_counts(data.frames, per_latent):
             messages.append(
-                f"pair {pair.name}: {count} segment labels do not divide the {data.frames} training frames; "
-                f"give {', '.join(map(str, divisors[:-1]))} or {divisors[-1]} labels."
+                f"pair {pair.name}: {count} segment labels do not divide {what_segments_split(data.frames, per_latent)}; "
+                f"give {count_choices(data.frames, per_latent)} labels."
             )
         if pair.a in lengths and pair.b in lengths and lengths[pair.a] != lengths[pair.b]:
             messages.append(
@@ -246,16 +246,16 @@ def pair_length_problems(pairs: Sequence[ExplicitPair], lengths: dict[str, int],
     return messages
 
 
-def check_pair_lengths(category: Category, lengths: dict[str, int], data: DataConfig) -> None:
+def check_pair_lengths(category: Category, lengths: dict[str, int], data: DataConfig, per_latent: int = 1) -> None:
     """Raise the first of `pair_length_problems` as a HuviError; lengths: clip name -> frames kept."""
-    if problems := pair_length_problems(category.pairs, lengths, data):
+    if problems := pair_length_problems(category.pairs, lengths, data, per_latent):
         raise first_problem(problems, category.root)
 
 
-def check_category(root: Path, data: DataConfig | None = None) -> list[Problem]:
+def check_category(root: Path, data: DataConfig | None = None, per_latent: int = 1) -> list[Problem]:
     """Every problem of the category at `root`; with `data`, every clip it uses is also decoded,
     clips that are the same file are named, and each segment-labelled pair's frame counts and
-    segment count are checked."""
+    segment count are checked (`per_latent`: the model family's frames per latent frame)."""
     parsed = _structure(root)
     problems = parsed.problems
     if data is not None:
@@ -271,7 +271,7 @@ def check_category(root: Path, data: DataConfig | None = None) -> list[Problem]:
             if digest in first_of:
                 problems.append(Problem("warning", f"{name} is the same file as {first_of[digest]}; remove one of them (a clip compared with itself teaches nothing)."))
             first_of.setdefault(digest, name)
-        problems += [Problem("error", message) for message in pair_length_problems(parsed.pairs, lengths, data)]
+        problems += [Problem("error", message) for message in pair_length_problems(parsed.pairs, lengths, data, per_latent)]
     return problems
 
 

@@ -156,6 +156,7 @@ def cmd_dense_pairs(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from huvi.category import check_category
     from huvi.config import load_config
+    from huvi.families import frames_per_latent
     from huvi.precision import default_preset
 
     cfg = load_config(args.preset or default_preset())
@@ -169,7 +170,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         print(f"All {len(files)} files can be added as clips for preset {cfg.preset}.")
         return 0
-    problems = check_category(args.category, cfg.data)
+    problems = check_category(args.category, cfg.data, frames_per_latent(cfg.model))
     for problem in problems:
         print(f"{problem.level}: {problem.message}")
     errors = sum(p.level == "error" for p in problems)

@@ -150,7 +150,8 @@ class DenseConfig:
     # the source's motion and layout and redraws detail; lower keeps more of the source.
     eta: float = 0.75
     # frames per segment of a new aligned pair: 16 frames -> 4 segments of ~0.5 s at generate.fps 8,
-    # short enough that a defect is local, long enough to judge by eye
+    # short enough that a defect is local, long enough to judge by eye; a multiple of the family's
+    # frames per latent frame (Wan: 4, splitting the frames after frame 0; huvi.segments)
     segment_frames: int = 4
 
     def __post_init__(self) -> None:

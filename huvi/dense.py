@@ -2,9 +2,10 @@
 layout and differ in detail, so a person can say per segment which one is better.
 
 A source clip's first `data.frames` frames (at `data.stride`, what training reads) are encoded,
-frames 1.. are noised to strength eta (SDEdit; frame 0 stays the clean source latent) and denoised
-twice with two different noise seeds by the run's current model (its motion adapter, and its DPO
-adapter once trained). Both go into the category and are recorded as an unlabelled pair:
+latent frames 1.. are noised to strength eta (SDEdit on the family's own noising: DDPM for SD1.5,
+flow matching for Wan; latent frame 0, the source's frame 0, stays clean) and denoised twice with
+two different noise seeds by the run's current model (its motion adapter, and its DPO adapter once
+trained). Both go into the category and are recorded as an unlabelled pair:
 
     clips/{stem}.aligned-s{seed}-a.mp4, clips/{stem}.aligned-s{seed}-b.mp4
     category.json  "pairs": [..., {"a": ..., "b": ..., "segments": [null, null, ...],
@@ -28,28 +29,32 @@ from huvi.batches import derived_seed
 from huvi.category import add_pair, clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
-from huvi.families import family_for
+from huvi.families import frames_per_latent
 from huvi.generate import RunModel, run_config
 from huvi.model_cache import ModelCache
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
+from huvi.segments import count_choices, default_count, segment_counts, what_segments_split
 from huvi.video import write_clip
 
 logger = logging.getLogger(__name__)
 
 
-def segment_count(cfg: HuviConfig, segments: int | None = None) -> int:
-    """Segments of a new aligned pair: `segments`, or data.frames / dense.segment_frames."""
+def segment_count(cfg: HuviConfig, per_latent: int, segments: int | None = None) -> int:
+    """Segments of a new aligned pair: `segments`, or dense.segment_frames frames each (huvi.segments;
+    `per_latent`: the model family's video frames per latent frame)."""
     frames = cfg.data.frames
+    choices = count_choices(frames, per_latent)
     if segments is None:
-        if frames % cfg.dense.segment_frames:
+        count = default_count(frames, cfg.dense.segment_frames, per_latent)
+        if count is None:
             raise HuviError(
-                f"data.frames ({frames}) is not a multiple of dense.segment_frames ({cfg.dense.segment_frames}); "
-                f"give the number of segments with --segments (a divisor of {frames})."
+                f"dense.segment_frames ({cfg.dense.segment_frames}) does not divide {what_segments_split(frames, per_latent)}; "
+                f"give the number of segments with --segments ({choices})."
             )
-        return frames // cfg.dense.segment_frames
-    if segments < 1 or frames % segments:
-        raise HuviError(f"--segments must divide the {frames} training frames, not be {segments}.")
+        return count
+    if segments not in segment_counts(frames, per_latent):
+        raise HuviError(f"--segments must divide {what_segments_split(frames, per_latent)} ({choices}), not be {segments}.")
     return segments
 
 
@@ -81,13 +86,12 @@ def make_aligned_pairs(
     run_dir, category_dir = Path(run_dir), Path(category_dir)
     # Every check before the model loads: a typo costs no model load (nor GPU time).
     cfg = run_config(run_dir)
-    family_for(cfg.model).require_dense()
     if not Run(run_dir).adapter_path(MOTION).is_file():
         raise HuviError(f"{run_dir} has no motion adapter yet; train its motion stage first (train --stage motion).")
     eta = cfg.dense.eta if eta is None else eta
     if not 0.0 < eta <= 1.0:
         raise HuviError(f"eta must be in (0, 1] (0.75 keeps the motion), not {eta}.")
-    count = segment_count(cfg, segments)
+    count = segment_count(cfg, frames_per_latent(cfg.model), segments)
     category = load_category(category_dir)
     known = {clip.name: clip for clip in category.clips}
     sources = list(clips) if clips else sorted(category.scores)

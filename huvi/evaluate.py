@@ -72,11 +72,13 @@ def _accuracy(margin: torch.Tensor) -> float:
     return ((margin > 0).float() + 0.5 * (margin == 0).float()).mean().item()
 
 
-def _segment_margins(model: torch.Tensor, ref: torch.Tensor, row: dict[str, int], pairs: list[SegmentPair], frames: int, beta: float) -> torch.Tensor:
-    """Each labelled segment's reward margin, oriented by its label: per-frame errors (n, k, f) -> (segments,)."""
+def _segment_margins(
+    model: torch.Tensor, ref: torch.Tensor, row: dict[str, int], pairs: list[SegmentPair], frames: int, per_latent: int, beta: float
+) -> torch.Tensor:
+    """Each labelled segment's reward margin, oriented by its label: per-latent-frame errors (n, k, f) -> (segments,)."""
     margins = []
     for pair in pairs:
-        masks = segment_masks([len(pair.signs)], frames)  # (1, s, f)
+        masks = segment_masks([len(pair.signs)], frames, per_latent)  # (1, s, f)
         a, b = row[pair.a], row[pair.b]
         inside = dpo_inside(*(pool_segments(e, masks) for e in (model[a], model[b], ref[a], ref[b])), beta).mean(dim=0)  # (s,)
         signs = torch.tensor(pair.signs, dtype=inside.dtype)
@@ -102,8 +104,9 @@ def score_pairs(
     segment pairs, each labelled segment's margin, oriented by its label (DenseDPO).
 
     Every clip is scored under the same draws (one noise per draw, timesteps spread evenly by
-    the family's `eval_timesteps`), on its first `frames` frames, unflipped; the model is the UNet as it is (motion
-    and dpo adapters active), the reference the same UNet with only the motion adapter.
+    the family's `eval_timesteps`), on the latent frames of its first `frames` frames, unflipped;
+    the model is the UNet as it is (motion and dpo adapters active), the reference the same UNet
+    with only the motion adapter.
     """
     if not pairs:
         return PairScores(0, float("nan"), float("nan"))
@@ -112,7 +115,7 @@ def score_pairs(
     unet.eval()
     names = sorted({name for p in pairs for name in ((p.a, p.b) if per_segment else (p.winner, p.loser))})
     row = {name: i for i, name in enumerate(names)}
-    latents = torch.stack([clips[n].latents[:, :frames] for n in names]).to(device, text.dtype)  # (n, c, f, h, w)
+    latents = torch.stack([clips[n].latents[:, : family.latent_frames(frames)] for n in names]).to(device, text.dtype)  # (n, c, f, h, w)
     gen = torch.Generator().manual_seed(derived_seed(seed, "eval"))
     noise = torch.randn((samples, *latents.shape[1:]), generator=gen).to(device, text.dtype)  # (k, c, f, h, w)
     timesteps = family.eval_timesteps(samples).to(device)
@@ -126,7 +129,7 @@ def score_pairs(
     finally:
         unet.train(was_training)
     if per_segment:
-        margin = _segment_margins(model, ref, row, pairs, frames, beta)  # (labelled segments,)
+        margin = _segment_margins(model, ref, row, pairs, frames, family.frames_per_latent, beta)  # (labelled segments,)
         return PairScores(len(pairs), _accuracy(margin), margin.mean().item(), len(margin))
     w = torch.tensor([row[p.winner] for p in pairs])
     l = torch.tensor([row[p.loser] for p in pairs])
@@ -148,14 +151,14 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     dtype = weight_dtype(resolve_precision(cfg.precision))
     family = family_for(cfg.model)
     latents = cache_category(category, cfg, family.load_encoders, device, show_progress)
-    check_pair_lengths(category, {name: clip.latents.shape[1] for name, clip in latents.clips.items()}, cfg.data)
+    check_pair_lengths(category, {name: clip.latents.shape[1] for name, clip in latents.clips.items()}, cfg.data, family.frames_per_latent)
     unet = family.load_denoiser(dtype)
     for name in (MOTION, DPO):
         load_adapter(unet, run.adapter_path(name), name)
     set_active(unet, [MOTION, DPO], trainable=None)
     unet.to(device, dtype)
     if mode == "dense":
-        pairs = segment_pairs(category.pairs, cfg.data.frames, cfg.seed)
+        pairs = segment_pairs(category.pairs, cfg.data.frames, cfg.seed, family.frames_per_latent)
     else:
         pairs = form_pairs(category.scores, cfg.seed, category.pairs)
     return score_pairs(

@@ -2,13 +2,15 @@
 side in one video, so they play in sync frame for frame, over a timeline cut into the pair's
 segments that lights up the segment playing and marks the frames training never sees.
 
-    DIR/.huvi/pairs/{a}--{b}.{n}x{frames}s{stride}.mp4
+    DIR/.huvi/pairs/{a}--{b}.{n}x{frames}s{stride}[l{per_latent}].mp4
                                       the preview of a pair of n segments over `frames` frames at
-                                      `stride` (derived; rebuilt when either clip changes)
+                                      `stride` (and `per_latent` frames per latent frame where
+                                      the family compresses time; derived, rebuilt when either
+                                      clip changes)
 
-Segments lie where training puts them (`huvi.segments.segment_spans`): the first `data.frames`
-frames at `data.stride`, with `data` the config of the run that made the pair when it was made by
-`dense-pairs`, else the config the caller gives.
+Segments lie where training puts them (`huvi.segments.segment_spans`): whole latent frames of the
+first `data.frames` frames at `data.stride`, with the config of the run that made the pair when it
+was made by `dense-pairs`, else the config the caller gives.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from huvi.category import pair_length_problems
-from huvi.config import DataConfig
+from huvi.config import DataConfig, HuviConfig
 from huvi.errors import HuviError
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
@@ -49,24 +51,25 @@ class Segment:
         return self.start / fps, self.end / fps
 
 
-def pair_data(root: Path, pair: ExplicitPair, default: DataConfig) -> DataConfig:
-    """The data config the pair's segments refer to: the config of the run dense-pairs made it with
-    (while that run folder exists), else `default`."""
+def pair_config(root: Path, pair: ExplicitPair, default: HuviConfig) -> HuviConfig:
+    """The config the pair's segments refer to (its data and model family): the config of the run
+    dense-pairs made it with (while that run folder exists), else `default`."""
     made_by = (pair.aligned or {}).get("run")
     if made_by and Run(Path(made_by)).exists():
         try:
-            return Run(Path(made_by)).read_config().data
+            return Run(Path(made_by)).read_config()
         except HuviError as err:
             logger.warning("pair %s: the config of %s does not load (%s); using the preset's frames", pair.name, made_by, err)
     return default
 
 
-def pair_segments(pair: ExplicitPair, data: DataConfig) -> list[Segment]:
+def pair_segments(pair: ExplicitPair, data: DataConfig, per_latent: int = 1) -> list[Segment]:
     """The pair's segments with their source-frame spans and labels; a clip-level pair is one
-    segment over the whole training window, labelled with its winner."""
-    if problems := pair_length_problems([pair], {}, data):  # a segment count that does not divide the window
+    segment over the whole training window, labelled with its winner. `per_latent`: the model
+    family's video frames per latent frame."""
+    if problems := pair_length_problems([pair], {}, data, per_latent):  # a segment count that does not divide the window
         raise HuviError(problems[0])
-    spans = segment_spans(len(pair.labels), data.frames, data.stride)
+    spans = segment_spans(len(pair.labels), data.frames, data.stride, per_latent)
     return [Segment(k, start, end, label) for k, ((start, end), label) in enumerate(zip(spans, pair.labels))]
 
 
@@ -83,10 +86,11 @@ def _preview_stem(pair: ExplicitPair) -> str:
     return f"{Path(pair.a).stem}--{Path(pair.b).stem}"
 
 
-def preview_path(root: Path, pair: ExplicitPair, data: DataConfig) -> Path:
+def preview_path(root: Path, pair: ExplicitPair, data: DataConfig, per_latent: int = 1) -> Path:
     """Where the preview of `pair` is kept: named by everything its timeline depends on besides
     the clips (whose changes the file's age catches), so a stale timeline is never shown."""
-    return Path(root) / PREVIEW_DIR / f"{_preview_stem(pair)}.{len(pair.labels)}x{data.frames}s{data.stride}.mp4"
+    latent = f"l{per_latent}" if per_latent > 1 else ""  # frames per latent frame, where the family compresses time
+    return Path(root) / PREVIEW_DIR / f"{_preview_stem(pair)}.{len(pair.labels)}x{data.frames}s{data.stride}{latent}.mp4"
 
 
 def remove_previews(root: Path, pair: ExplicitPair) -> None:
@@ -95,12 +99,12 @@ def remove_previews(root: Path, pair: ExplicitPair) -> None:
         path.unlink(missing_ok=True)
 
 
-def pair_preview(root: Path, pair: ExplicitPair, data: DataConfig, height: int = 256) -> Path:
+def pair_preview(root: Path, pair: ExplicitPair, data: DataConfig, height: int = 256, per_latent: int = 1) -> Path:
     """The side-by-side preview of `pair` (first clip left) with its segment timeline below,
     written once and reused while neither clip changes."""
     root = Path(root)
     clips = [root / "clips" / pair.a, root / "clips" / pair.b]
-    out = preview_path(root, pair, data)
+    out = preview_path(root, pair, data, per_latent)
     if out.is_file() and all(out.stat().st_mtime_ns > c.stat().st_mtime_ns for c in clips):
         return out
     _, stored_h, stored_w, _ = read_clip(clips[0], None, None, max_frames=1).shape
@@ -111,7 +115,7 @@ def pair_preview(root: Path, pair: ExplicitPair, data: DataConfig, height: int =
     left, right = left[:frames], right[:frames]
     white = np.full((frames, height, GAP, 3), 255, dtype=np.uint8)
     video = np.concatenate([left, white, right], axis=2)  # (f, height, 2 * width + GAP, 3)
-    strip = timeline_strips(pair_segments(pair, data), frames, video.shape[2])  # (f, STRIP, W, 3)
+    strip = timeline_strips(pair_segments(pair, data, per_latent), frames, video.shape[2])  # (f, STRIP, W, 3)
     write_clip(out, np.concatenate([video, strip], axis=1), fps=round(clip_fps(clips[0])))
     logger.info("pair preview %s (%d frames)", out, frames)
     return out

@@ -90,16 +90,17 @@ def form_pairs(scores: dict[str, int], seed: int, explicit: Sequence[ExplicitPai
     return pairs
 
 
-def segment_pairs(explicit: Sequence[ExplicitPair], frames: int, seed: int) -> list[SegmentPair]:
+def segment_pairs(explicit: Sequence[ExplicitPair], frames: int, seed: int, per_latent: int = 1) -> list[SegmentPair]:
     """The explicit pairs DenseDPO can learn from, shuffled by `seed`.
 
     A pair's segment labels are used when any is given, else its winner as one segment covering
-    the whole window; pairs left with no non-zero sign (unlabelled, ties only) are dropped.
+    the whole window of `frames` frames (`per_latent` video frames per latent frame, huvi.segments);
+    pairs left with no non-zero sign (unlabelled, ties only) are dropped.
     """
     pairs = []
     for pair in explicit:
         labels = pair.segments if any(label is not None for label in pair.segments or ()) else (pair.winner,)
-        signs = label_signs(labels, frames)
+        signs = label_signs(labels, frames, per_latent)
         if any(signs):
             pairs.append(SegmentPair(pair.a, pair.b, signs))
     random.Random(seed).shuffle(pairs)

@@ -1,10 +1,22 @@
 """Segments of a clip pair for DenseDPO (Wu et al. 2025): which frames a segment covers, what its
 label means, and denoising errors computed per segment.
 
-A pair labelled with n segments splits the training window (the first `data.frames` frames, at
-`data.stride`) into n equal runs of frames: segment k covers window frames
-[k*F/n, (k+1)*F/n). Frame 0 is the clean condition and is in no segment's error, so segment 0
-is one frame shorter (and empty when F/n == 1, in which case its label cannot count).
+A pair labelled with n segments splits the training window (the first `data.frames` frames F, at
+`data.stride`) into n equal runs of whole latent frames, the frames the model denoises. Latent
+frame 0 is video frame 0 alone; every later one covers `per_latent` video frames, the family's
+`frames_per_latent` (1 for SD1.5, 4 for Wan's causal VAE: latent frame j >= 1 is video frames
+4j-3..4j):
+
+    per_latent 1   the runs split all F frames: segment k is frames [k*F/n, (k+1)*F/n)
+    per_latent > 1 latent frame 0 is shorter than the rest, so the runs split the L - 1 latent
+                   frames after it (L = 1 + (F - 1) // per_latent) and latent frame 0 joins
+                   segment 0: segment k is video frames 1 + [k*(F-1)/n, (k+1)*(F-1)/n)
+
+n must divide the latent frames the runs split (F, or L - 1): a boundary inside a latent frame
+would give its one error to two labels, so a count that puts one there is refused, not rounded
+(Wan at 33 frames: 1, 2, 4 or 8 segments). Latent frame 0 is the clean condition and is in no
+segment's error, so without temporal compression segment 0 is one frame shorter (and empty when
+F/n == 1, in which case its label cannot count).
 """
 
 from __future__ import annotations
@@ -18,45 +30,93 @@ LABELS = ("a", "b", "tie")
 SIGNS = {"a": 1, "b": -1, "tie": 0, None: 0}  # None: not labelled yet, which counts like a tie
 
 
-def _segment_size(count: int, frames: int) -> int:
-    if count < 1 or frames % count:
-        raise ValueError(f"{count} segments do not divide {frames} frames")
-    return frames // count
+def latent_count(frames: int, per_latent: int = 1) -> int:
+    """Latent frames of `frames` video frames: frame 0 alone, then one per `per_latent` frames
+    (the last (frames - 1) % per_latent frames are left out, as the VAE leaves them)."""
+    return 1 + (frames - 1) // per_latent
 
 
-def segment_frames(count: int, frames: int) -> list[range]:
-    """The window frames whose error makes up each of `count` segments of `frames` frames.
+def _split(frames: int, per_latent: int) -> tuple[int, int]:
+    """(first, steps): segments split latent frames first .. first + steps - 1 into equal runs.
+    Latent frame 0 counts as one of them only without temporal compression, where it is as long
+    as the others."""
+    first = 0 if per_latent == 1 else 1
+    return first, latent_count(frames, per_latent) - first
 
-    `count` must divide `frames`; frame 0 (the condition) is left out of segment 0.
-    """
-    size = _segment_size(count, frames)
-    return [range(max(1, k * size), (k + 1) * size) for k in range(count)]
+
+def segment_counts(frames: int, per_latent: int = 1) -> list[int]:
+    """Every segment count a window of `frames` frames can be labelled with (ascending)."""
+    steps = _split(frames, per_latent)[1]
+    return [n for n in range(1, steps + 1) if steps % n == 0]
 
 
-def segment_spans(count: int, frames: int, stride: int) -> list[tuple[int, int]]:
+def split_frames(frames: int, per_latent: int = 1) -> int:
+    """How many of the window's video frames the segments split: F, or the F - 1 (whole latent
+    frames) after frame 0 with temporal compression."""
+    return _split(frames, per_latent)[1] * per_latent
+
+
+def count_choices(frames: int, per_latent: int = 1) -> str:
+    """The segment counts a window can be labelled with, in words: "1, 2, 4 or 8"."""
+    counts = [str(n) for n in segment_counts(frames, per_latent)]
+    return " or ".join(filter(None, [", ".join(counts[:-1]), counts[-1]]))
+
+
+def what_segments_split(frames: int, per_latent: int = 1) -> str:
+    """The frames the segments split, in words, for messages."""
+    if per_latent == 1:
+        return f"the {frames} training frames"
+    return f"the {split_frames(frames, per_latent)} training frames after frame 0 into whole latent frames of {per_latent}"
+
+
+def default_count(frames: int, segment_frames: int, per_latent: int = 1) -> int | None:
+    """Segments of `segment_frames` video frames each over the window, or None when they do not
+    split it into whole latent frames."""
+    count, rest = divmod(split_frames(frames, per_latent), segment_frames)
+    return count if not rest and count in segment_counts(frames, per_latent) else None
+
+
+def segment_latents(count: int, frames: int, per_latent: int = 1) -> list[range]:
+    """The latent frames of each of `count` segments, latent frame 0 in segment 0."""
+    first, steps = _split(frames, per_latent)
+    if count < 1 or steps % count:
+        raise ValueError(f"{count} segments do not divide {what_segments_split(frames, per_latent)}")
+    size = steps // count
+    return [range(0 if k == 0 else first + k * size, first + (k + 1) * size) for k in range(count)]
+
+
+def segment_frames(count: int, frames: int, per_latent: int = 1) -> list[range]:
+    """The latent frames whose error makes up each of `count` segments of a `frames`-frame window;
+    latent frame 0 (the condition) is left out of segment 0."""
+    return [range(max(1, span.start), span.stop) for span in segment_latents(count, frames, per_latent)]
+
+
+def segment_spans(count: int, frames: int, stride: int, per_latent: int = 1) -> list[tuple[int, int]]:
     """Where each of `count` segments lies in a clip file, as source frames [start, end) (segment 0
     starts at frame 0, the condition): for drawing a timeline; divide by the file's fps for seconds.
-    A clip read every `stride`-th frame has its training frame j at source frame j * stride."""
-    size = _segment_size(count, frames) * stride
-    return [(k * size, (k + 1) * size) for k in range(count)]
+    Latent frame j >= 1 is video frames per_latent*(j-1)+1 .. per_latent*j, and a clip read every
+    `stride`-th frame has its video frame i at source frame i * stride."""
+    spans = segment_latents(count, frames, per_latent)
+    ends = [per_latent * (span.stop - 1) + 1 for span in spans]  # one past each segment's last video frame
+    return [(start * stride, end * stride) for start, end in zip([0, *ends[:-1]], ends)]
 
 
-def label_signs(labels: Sequence[str | None], frames: int) -> tuple[int, ...]:
+def label_signs(labels: Sequence[str | None], frames: int, per_latent: int = 1) -> tuple[int, ...]:
     """+1 where clip a is better, -1 where b is, 0 for a tie, an unlabelled segment, or a segment
-    with no frame after frame 0 (nothing to compare there)."""
-    spans = segment_frames(len(labels), frames)
+    with no latent frame after latent frame 0 (nothing to compare there)."""
+    spans = segment_frames(len(labels), frames, per_latent)
     return tuple(SIGNS[label] if len(span) else 0 for label, span in zip(labels, spans))
 
 
-def segment_masks(counts: Sequence[int], frames: int) -> torch.Tensor:
-    """One row per segment of each pair, padded to the largest count: (pairs, max count, frames).
+def segment_masks(counts: Sequence[int], frames: int, per_latent: int = 1) -> torch.Tensor:
+    """One row per segment of each pair, padded to the largest count: (pairs, max count, latent frames).
 
-    masks[i, k, j] = 1 when window frame j belongs to segment k of pair i (never for frame 0);
+    masks[i, k, j] = 1 when latent frame j belongs to segment k of pair i (never for latent frame 0);
     padding rows are all zero.
     """
-    masks = torch.zeros(len(counts), max(counts), frames)
+    masks = torch.zeros(len(counts), max(counts), latent_count(frames, per_latent))
     for i, count in enumerate(counts):
-        for k, span in enumerate(segment_frames(count, frames)):
+        for k, span in enumerate(segment_frames(count, frames, per_latent)):
             masks[i, k, span.start : span.stop] = 1.0
     return masks
 

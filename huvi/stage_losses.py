@@ -106,12 +106,12 @@ class StageLosses:
 
     def dense(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
         """DenseDPO: one noise and timestep per pair, one loss term per labelled segment. Segments are
-        fixed runs of the first data.frames frames, so there is no temporal crop."""
+        fixed runs of the latent frames of the first data.frames frames, so there is no temporal crop."""
         cfg = self.cfg
         index = sample_indices(len(self.pairs), cfg.seed, position, cfg.dpo.batch_size)
         pairs = [self.pairs[i] for i in index]
         latents_a, latents_b = self._pair_latents([(p.a, p.b) for p in pairs], False, gen)
-        masks = segment_masks([len(p.signs) for p in pairs], cfg.data.frames).to(self.device)  # (b, s, f)
+        masks = segment_masks([len(p.signs) for p in pairs], cfg.data.frames, self.family.frames_per_latent).to(self.device)  # (b, s, f latent)
         signs = padded_signs([p.signs for p in pairs]).to(self.device)  # (b, s)
         model_a, model_b, ref_a, ref_b = self._pair_errors(model, latents_a, latents_b, gen, masks)  # each (b, s)
         terms = segment_dpo_loss(model_a, model_b, ref_a, ref_b, signs, cfg.dpo.beta)

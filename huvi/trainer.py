@@ -152,7 +152,7 @@ class _Trainer:
         cfg = self.cfg
         with self.accelerator.main_process_first():
             self.latents = cache_category(self.category, cfg, self.family.load_encoders, self.device, self.show_progress)
-        check_pair_lengths(self.category, {name: clip.latents.shape[1] for name, clip in self.latents.clips.items()}, cfg.data)
+        check_pair_lengths(self.category, {name: clip.latents.shape[1] for name, clip in self.latents.clips.items()}, cfg.data, self.family.frames_per_latent)
         if "dpo" in stages:
             self._form_pairs()
         rated = CategoryLatents(self.latents.prompt_embeds, {name: self.latents.clips[name] for name in self.category.scores})
@@ -174,8 +174,7 @@ class _Trainer:
             skipped = "have no \"winner\" other than a tie (segment labels are used in dense mode)"
             what, advice = "preference pairs", "give at least two clips different ratings, or an explicit pair a \"winner\""
         else:
-            self.family.require_dense()
-            pairs = segment_pairs(explicit, cfg.data.frames, cfg.seed)
+            pairs = segment_pairs(explicit, cfg.data.frames, cfg.seed, self.family.frames_per_latent)
             unused = len(explicit) - len(pairs)
             segments = sum(sign != 0 for p in pairs for sign in p.signs)
             skipped = "are unlabelled or tied throughout"

@@ -91,10 +91,6 @@ def test_cli_trains_wan_tiny_and_generates_a_clip(category, tmp_path, capsys):
         out = tmp_path / fmt / "x.safetensors"
         assert main(["export", "--run", str(run_dir), "--format", fmt, "--merge", "--out", str(out)]) == 0, capsys.readouterr().err
         assert out.is_file() and (out.parent / "README.md").is_file()
-    # Not built yet for Wan, refused in one sentence before any model loads:
-    capsys.readouterr()
-    assert main(["dense-pairs", "--run", str(run_dir), "--category", str(category)]) != 0
-    assert "DenseDPO (segment labels, dense-pairs) is not built yet for the wan model family" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("preset", ["wan-tiny", "wan21-1.3b", "wan22-5b"])

@@ -11,6 +11,7 @@ from huvi.category import ADVISED_CLIPS, MIN_CLIPS, check_category
 from huvi.clip_view import training_view
 from huvi.config import load_config
 from huvi.errors import HuviError
+from huvi.families import frames_per_latent
 from huvi.workspace import ClipEntry, add_clip, list_clips, read_meta, remove_clip, set_prompt, source_clips
 from ui.common import Context, dropdown, plural, user_errors
 from ui.rating import rating_summary
@@ -136,7 +137,7 @@ class CategoryHandlers(Context):
     def check_clips(self, name: str, preset: str) -> str:
         root = self.category_root(name)
         cfg = load_config(preset or self.preset.name)
-        problems = check_category(root, cfg.data)
+        problems = check_category(root, cfg.data, frames_per_latent(cfg.model))
         errors = [p.message for p in problems if p.level == "error"]
         head = (
             f"✔ Every clip decodes and is long enough for preset `{cfg.preset}` ({cfg.data.frames} frames at stride {cfg.data.stride})."

@@ -19,9 +19,11 @@ from huvi.adapters import MOTION
 from huvi.category import label_pair, label_segment, read_pairs, remove_pair
 from huvi.config import DataConfig, load_config
 from huvi.errors import HuviError
-from huvi.pair_view import Segment, clip_fps, pair_data, pair_preview, pair_segments, remove_previews
+from huvi.families import frames_per_latent
+from huvi.pair_view import Segment, clip_fps, pair_config, pair_preview, pair_segments, remove_previews
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
+from huvi.segments import count_choices, default_count, split_frames
 from huvi.workspace import list_clips
 from ui.common import Context, dropdown, gpu_task, user_errors
 
@@ -64,8 +66,10 @@ class LabelHandlers(Context):
                 return pair
         raise HuviError(f"{a} vs {b} is no longer a pair of {root.name}; refresh the list of pairs.")
 
-    def _data(self, root: Path, pair: ExplicitPair) -> DataConfig:
-        return pair_data(root, pair, load_config(self.preset.name).data)
+    def _window(self, root: Path, pair: ExplicitPair) -> tuple[DataConfig, int]:
+        """The training window the pair's segments refer to: (data config, frames per latent frame)."""
+        cfg = pair_config(root, pair, load_config(self.preset.name))
+        return cfg.data, frames_per_latent(cfg.model)
 
     @staticmethod
     def working_on(category: str | None) -> str:
@@ -103,17 +107,18 @@ class LabelHandlers(Context):
             cfg = Run(self.run_dir(run)).read_config()
         except HuviError:
             return gr.Number()
-        frames, per = cfg.data.frames, cfg.dense.segment_frames
-        if frames % per:
-            return gr.Number(0, label=f"Segments per pair (a divisor of the run's {frames} frames)")
-        return gr.Number(frames // per, label=f"Segments per pair (the run's: {frames} frames / {per} = {frames // per})")
+        frames, per, per_latent = cfg.data.frames, cfg.dense.segment_frames, frames_per_latent(cfg.model)
+        count = default_count(frames, per, per_latent)
+        if count is None:
+            return gr.Number(0, label=f"Segments per pair ({count_choices(frames, per_latent)} for the run's {frames} frames)")
+        return gr.Number(count, label=f"Segments per pair (the run's: {split_frames(frames, per_latent)} frames / {per} = {count})")
 
     def segments(self, category: str | None, key: str | None) -> list[Segment]:
         """The picked pair's segments, or [] when there is none (the label list is then empty)."""
         try:
             root = self._root(category)
             pair = self._pair(root, key)
-            return pair_segments(pair, self._data(root, pair))
+            return pair_segments(pair, *self._window(root, pair))
         except HuviError:
             return []
 
@@ -124,14 +129,14 @@ class LabelHandlers(Context):
         try:
             root = self._root(category)
             pair = self._pair(root, key)
-            data = self._data(root, pair)
-            video = pair_preview(root, pair, data)
+            data, per_latent = window = self._window(root, pair)
+            video = pair_preview(root, pair, data, per_latent=per_latent)
         except HuviError as err:
             return None, "", f"✖ {err}"
-        return str(video), self._timeline(root, pair, data), pair_note(pair, data)
+        return str(video), self._timeline(root, pair, window), pair_note(pair, data)
 
-    def _timeline(self, root: Path, pair: ExplicitPair, data: DataConfig | None = None) -> str:
-        segments = pair_segments(pair, data or self._data(root, pair))
+    def _timeline(self, root: Path, pair: ExplicitPair, window: tuple[DataConfig, int] | None = None) -> str:
+        segments = pair_segments(pair, *(window or self._window(root, pair)))
         return timeline_html(segments, clip_fps(root / "clips" / pair.a))
 
     # labelling ---------------------------------------------------------------------------------

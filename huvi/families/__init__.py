@@ -42,3 +42,9 @@ def family_for(model: ModelConfig) -> ModelFamily:
 def smaller_preset(preset: str) -> str | None:
     """The next smaller VRAM tier of `preset` in its family, if there is one (the out-of-memory advice)."""
     return next((smaller for name in FAMILIES if (smaller := family_class(name).smaller_presets.get(preset))), None)
+
+
+def frames_per_latent(model: ModelConfig) -> int:
+    """Video frames per latent frame of `model`'s family, for where only a config is at hand
+    (DenseDPO's segment checks and timelines, huvi.segments)."""
+    return family_class(model.family).frames_per_latent

@@ -9,6 +9,7 @@ A family supplies:
                  offline), load_schedule (the training noise schedule), weight_sources,
                  write_test_weights (full-size random folders), cache_id (what the latent cache keys on)
     encoding     Encoders.encode_prompt / encode_frames / decode (the latent cache, generate, DenseDPO)
+                 and frames_per_latent (latent_frames; DenseDPO's segments are runs of latent frames)
     training     sample_timesteps, eval_timesteps, noisy_input (latent frame 0 held clean), target,
                  predict: the error of a clip is per_sample_error(predict(noisy_input), target)
     sampling     sampler, sample (latent frame 0 held clean at every step; SDEdit from a clip),
@@ -26,8 +27,8 @@ draws sigmas as its scheduler does (with its shift) and returns them as the mode
 `noisy_input` is x_t = (1 - sigma) x_0 + sigma eps with latent frame 0 kept at x_0; `target` is
 v = eps - x_0; `predict` calls the transformer (per-token timesteps for TI2V's first frame); the
 sampler is its flow-matching Euler scheduler; `encode_frames` returns (c, 1 + (f - 1) / 4, h, w)
-latents. The trainer, the losses and DenseDPO are unchanged by it: they see latents, noise,
-timesteps and errors only.
+latents (`frames_per_latent` 4). The trainer, the losses and DenseDPO are unchanged by it: they see
+latents, noise, timesteps, errors and frames_per_latent only.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 from huvi.config import DataConfig, ModelConfig
-from huvi.errors import HuviError
+from huvi.segments import latent_count
 
 if TYPE_CHECKING:
     from huvi.lora import Lora
@@ -112,12 +113,9 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]  # the `model.family` setting that selects it
     smaller_presets: ClassVar[dict[str, str]]  # preset -> its next smaller VRAM tier (the out-of-memory advice)
-    dense: ClassVar[bool] = True  # DenseDPO's segments (dpo.mode dense, dense-pairs) are built for it
-
-    def require_dense(self) -> None:
-        """Refuse DenseDPO, in one sentence, for a family it is not built for yet."""
-        if not self.dense:
-            raise HuviError(f"DenseDPO (segment labels, dense-pairs) is not built yet for the {self.name} model family; train with dpo.mode=clip.")
+    # Video frames per latent frame after latent frame 0, which is video frame 0 alone: the VAE's
+    # temporal compression (DenseDPO's segments are runs of whole latent frames, huvi.segments).
+    frames_per_latent: ClassVar[int] = 1
 
     def __init__(self, model: ModelConfig) -> None:
         self.model = model
@@ -135,8 +133,8 @@ class ModelFamily(ABC):
         self._schedule = schedule
 
     def latent_frames(self, frames: int) -> int:
-        """Latent frames of a clip of `frames` video frames (the VAE's temporal compression; none by default)."""
-        return frames
+        """Latent frames of a clip of `frames` video frames (`frames_per_latent`)."""
+        return latent_count(frames, self.frames_per_latent)
 
     # components --------------------------------------------------------------------------------
     @abstractmethod

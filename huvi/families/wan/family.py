@@ -34,7 +34,7 @@ TEXT_DIM = 4096  # UMT5-XXL's width (Wan 2.1 and 2.2)
 
 class Wan(ModelFamily):
     name = "wan"
-    dense = False  # segments still count video frames, not Wan's 4-frame latent frames (issue 14)
+    frames_per_latent = 4  # the causal VAE: video frame 0 alone, then 4 frames per latent frame
     smaller_presets: ClassVar[dict[str, str]] = {"wan22-5b": "wan21-1.3b"}
 
     @cached_property
@@ -46,9 +46,6 @@ class Wan(ModelFamily):
     def shift(self) -> float:
         """The flow shift of the pipeline's scheduler: 3.0 for Wan 2.1 at 480p, 5.0 for Wan 2.2 TI2V."""
         return float(self.schedule.config.flow_shift)
-
-    def latent_frames(self, frames: int) -> int:
-        return 1 + (frames - 1) // 4  # the causal VAE: frame 0 alone, then 4 frames per latent frame
 
     # components --------------------------------------------------------------------------------
     def load_denoiser(self, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
