@@ -66,12 +66,16 @@ def motion_stage(preset: str, overrides: list[str], category: str, run: str) -> 
 
 def dpo_stage(motion_run: str, category: str, run: str, held_out: list[str], samples: int, preset: str, overrides: list[str]) -> dict:
     """DPO on `category` from a copy of the motion run, with the DPO settings of `overrides`;
-    held-out accuracy and how the stage went."""
+    held-out accuracy and how the stage went (kept in RUN/result.json: a rerun of the sweep reuses it)."""
     from huvi.config import load_config
     from huvi.evaluate import evaluate_run
+    from huvi.io import write_json
     from huvi.runs import Run
     from huvi.trainer import train
 
+    done = Path(run, "result.json")
+    if done.is_file():
+        return json.loads(done.read_text())
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(motion_run, run)
     cfg = load_config(preset, overrides)  # the motion run's settings plus the DPO ones
@@ -83,7 +87,7 @@ def dpo_stage(motion_run: str, category: str, run: str, held_out: list[str], sam
     pairs = sum(s.pairs for s in scores)
     rows = [r for r in Run(Path(run)).read_metrics() if r["stage"] == "dpo"]
     last = rows[-20:]
-    return {
+    result = {
         "held_out_accuracy": round(sum(s.accuracy * s.pairs for s in scores) / pairs, 3),
         "held_out_by_set": [round(s.accuracy, 3) for s in scores],
         "train_accuracy_last20": round(statistics.mean(r["accuracy"] for r in last), 3),
@@ -95,6 +99,8 @@ def dpo_stage(motion_run: str, category: str, run: str, held_out: list[str], sam
         "best_step": next((r["best_step"] for r in reversed(rows) if "best_step" in r), None),
         "dpo_seconds": round(seconds),
     }
+    write_json(done, result)
+    return result
 
 
 def _tag(parts: list[str]) -> str:

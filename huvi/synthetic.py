@@ -130,21 +130,27 @@ def preference_category(
 
 
 def shuffled_ratings(root: Path, seed: int) -> None:
-    """A control whose preference is unlearnable: in a `preference_category`, the two ratings of a
-    random half of the couples are swapped. Every couple still differs in rating, as before, but the
-    preferred clip is rated higher in exactly half of them and rated high exactly as often as the
-    other, so the ratings say nothing about the preference. (A plain permutation of 12 ratings left
-    2 to 4 of the 6 preferred clips rated high, and the controls' held-out accuracy followed that
-    count: 0.46 +- 0.13 over three seeds.)"""
+    """A control whose preference is unlearnable, for a `preference_category`: the preferred clips
+    (2k) and the others (2k+1) get the same six ratings (3 high, 3 low, drawn from the category's
+    own), each side in its own random order. Every pair of a preferred and another clip then has a
+    twin with the roles swapped, so the preferred clip wins exactly as many pairs as it loses.
+
+    (A plain permutation of the 12 ratings left 2 to 4 of the 6 preferred clips rated high; swapping
+    the ratings of half the couples still let one side win 19 pairs to 10, through the 5s and 4s;
+    the controls' held-out accuracy followed each imbalance, down to 0.13.)"""
     meta = json.loads((root / "category.json").read_text())
     names = sorted(meta["scores"])  # clip 2k and 2k+1 are a couple
     if len(names) % 2:
         raise ValueError("shuffled_ratings needs a category of couples (an even number of clips)")
-    couples = len(names) // 2
     rng = np.random.default_rng(seed)
-    for k in rng.permutation(couples)[: couples // 2]:
-        a, b = names[2 * k], names[2 * k + 1]
-        meta["scores"][a], meta["scores"][b] = meta["scores"][b], meta["scores"][a]
+    preferred, others = names[0::2], names[1::2]
+    high = sorted((meta["scores"][n] for n in preferred), reverse=True)  # the preferred's ratings, 4-5
+    low = sorted(meta["scores"][n] for n in others)  # the others', 1-2
+    half = len(preferred) // 2
+    values = rng.permutation(high)[:half].tolist() + rng.permutation(low)[: len(preferred) - half].tolist()
+    for side in (preferred, others):
+        for name, value in zip(side, rng.permutation(values)):
+            meta["scores"][name] = int(value)
     write_json(root / "category.json", meta)
 
 
