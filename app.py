@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     from huvi.cli import setup_logging
 
     setup_logging(verbose=False)
+    from huvi.catalogue import choose_preset
     from huvi.jobs import Jobs
-    from huvi.workspace import MAX_CLIP_BYTES, Workspace, choose_preset
+    from huvi.workspace import MAX_CLIP_BYTES, Workspace
     from ui.app import CSS, THEME, build_app
     from ui.common import Context
 

@@ -1,4 +1,4 @@
-"""`python -m huvi {train,evaluate,check,generate,export,metrics,dense-pairs,bench,make-test-weights}`: the command line over the library.
+"""`python -m huvi {train,evaluate,check,presets,generate,export,metrics,dense-pairs,bench,make-test-weights}`: the command line over the library.
 
 Bad input ends with one sentence on stderr and exit code 2; a clean stop (Ctrl-C, SIGTERM)
 checkpoints and exits 130.
@@ -113,9 +113,12 @@ def warn_full_size_on_cpu(cfg: HuviConfig) -> None:
     """Say so when a preset built for a GPU is about to train on a CPU (minutes per step, hours per stage)."""
     import torch
 
+    from huvi.catalogue import cpu_preset
+
     if cfg.model.source != "tiny" and not torch.cuda.is_available():
         logger.warning(
-            "preset %s is for a GPU and there is none here: each step takes minutes on the CPU; use --preset tiny to try the flow.", cfg.preset
+            "preset %s is for a GPU and there is none here: each step takes minutes on the CPU; use --preset %s to try the flow.",
+            cfg.preset, cpu_preset(cfg.model.family),
         )
 
 
@@ -203,6 +206,18 @@ def _check_clips(files: list[Path], cfg: HuviConfig) -> int:
             print(f"error: {err}")
             failed += 1
     return failed
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from huvi.catalogue import catalogue, family_title
+    from huvi.precision import default_preset
+
+    entries, default = catalogue(), default_preset()
+    rows = [(family_title(e.family), e.name, e.tier, e.summary + ("  (this machine's default)" if e.name == default else "")) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[3], sep="  ")
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -302,6 +317,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "check": cmd_check,
+    "presets": cmd_presets,
     "generate": cmd_generate,
     "export": cmd_export,
     "metrics": cmd_metrics,

@@ -30,6 +30,9 @@ A finished run holds RUN/adapters/motion.safetensors and dpo.safetensors; `gener
   python -m huvi check --category data/guitar --preset sd15-12gb
   python -m huvi check --clips ~/Videos/guitar/*.mp4
   python -m huvi check --clips ~/Videos/guitar""",
+    "presets": """examples:
+  python -m huvi presets
+  python -m huvi train --category data/demo --out runs/wan-demo --preset wan-tiny   # a preset from the list""",
     "generate": """examples:
   python -m huvi generate --run runs/demo --prompt "a square sliding across the frame" --out out/clip.mp4
   python -m huvi generate --run runs/guitar --prompt "a person playing guitar" --first-frame photo.jpg --seed 3 --compare --out out/guitar.mp4
@@ -108,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--category", type=Path, help="category folder (category.json + clips/)")
     what.add_argument("--clips", type=Path, nargs="+", metavar="FILE", help="clip files, or folders of them, to check one by one")
     p.add_argument("--preset", help="preset whose frame count and size the clips must fit (default: this machine's)")
+
+    _command(
+        sub, "presets", "list every preset: its model family, VRAM tier and what it gives up",
+        "List every preset of presets/ by model family: its VRAM tier (CPU for the tiny models built in code) and what it gives up "
+        "against its family's largest tier (frames, clip size, LoRA ranks, the model). This machine's default is marked.",
+    )
 
     p = _command(
         sub, "generate", "make a clip with a run's adapters, first-frame-conditioned",

@@ -29,7 +29,7 @@ from pathlib import Path
 import imageio_ffmpeg
 
 from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, read_meta, read_pairs, valid_score
-from huvi.config import PRESET_DIR, DataConfig, ModelConfig
+from huvi.config import DataConfig
 from huvi.errors import HuviError
 from huvi.io import atomic_write, file_digest, publish_dir, write_json
 from huvi.pairs import form_pairs
@@ -383,56 +383,3 @@ def summarize(root: Path) -> Summary:
     scores = {e.name: e.score for e in entries if e.score is not None}
     histogram = {s: sum(v == s for v in scores.values()) for s in range(1, 6)}
     return Summary(sum(not e.generated for e in entries), len(scores), histogram, len(form_pairs(scores, seed=0)), check_category(root))
-
-
-# which preset fits this machine ------------------------------------------------------------------
-def preset_note(name: str) -> str:
-    """The leading comment of presets/NAME.yaml: the hardware it is for and what it gives up."""
-    path = PRESET_DIR / f"{name}.yaml"
-    if not name or not path.is_file():
-        return ""
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("#").strip())
-    return " ".join(lines)
-
-
-@dataclass(frozen=True)
-class PresetChoice:
-    name: str
-    reason: str  # one sentence: why this preset
-
-
-def weights_on_disk(model: ModelConfig) -> bool:
-    """True when the base model's UNet and the motion adapter load without a download."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def present(repo: str, file: str) -> bool:
-        if Path(repo).is_dir():
-            return (Path(repo) / file).is_file()
-        try:
-            return isinstance(try_to_load_from_cache(repo, file), str)
-        except ValueError:  # neither a folder nor a valid Hub id (e.g. a folder that does not exist)
-            return False
-
-    return present(model.base, "unet/config.json") and present(model.motion_adapter, "config.json")
-
-
-def choose_preset() -> PresetChoice:
-    """sd15-24gb with a CUDA GPU and the weights on disk; tiny otherwise, with the reason."""
-    import torch
-
-    from huvi.config import load_config
-
-    real = "sd15-24gb"
-    if not torch.cuda.is_available():
-        return PresetChoice("tiny", "No CUDA GPU was found.")
-    if not weights_on_disk(load_config(real).model):
-        return PresetChoice("tiny", "A GPU was found, but the Stable Diffusion 1.5 and AnimateDiff weights are not downloaded.")
-    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-    reason = f"A CUDA GPU ({torch.cuda.get_device_name(0)}, {gib:.0f} GB) and the weights were found."
-    if gib < 22:
-        reason += " With less than 24 GB, pick sd15-16gb or sd15-12gb in the Preset lists."
-    return PresetChoice(real, reason)

@@ -11,7 +11,6 @@ import ast
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -28,65 +27,26 @@ if str(REPO) not in sys.path:
 gr = pytest.importorskip("gradio", reason="the app needs gradio (pip install -r requirements.txt)")
 gradio_client = pytest.importorskip("gradio_client", reason="API tests need gradio_client (requirements-dev.txt)")
 
-from gradio_client import Client, handle_file
+from app_helpers import served_app, wait_for_state
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from helpers import BUSY
 
 from huvi.job_log import log_tail
-from huvi.jobs import Jobs, JobStatus, progress
+from huvi.jobs import JobStatus, progress
 from huvi.pairs import form_pairs
 from huvi.synthetic import moving_square
 from huvi.video import write_clip
-from huvi.workspace import PresetChoice, Workspace
-from ui.app import build_app
-from ui.category import CategoryHandlers
-from ui.common import Context
-from ui.generating import GenerateHandlers
-from ui.labelling import LabelHandlers
-from ui.pairs import PairsHandlers
 from ui.plots import metric_plots
-from ui.rating import RateHandlers
-from ui.runs import RunsHandlers
 from ui.training import TRAIN_SETTINGS, TrainHandlers
 
 SETTINGS_FOR_3_STEPS = [3, 3, 0, 0, 5000, 1e-3, 1e-3, 0.0, 32, 16]  # steps, seed, previews, beta, lrs, holdout, ranks (tiny)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Tabs:
-    """Every tab's handlers over one app's folders and jobs, as build_app makes them."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx, self.ws, self.jobs, self.preset = ctx, ctx.ws, ctx.jobs, ctx.preset
-
-        def make(cls):
-            return cls(ctx.ws, ctx.jobs, ctx.preset)
-
-        self.clips, self.rate, self.pairs, self.train = make(CategoryHandlers), make(RateHandlers), make(PairsHandlers), make(TrainHandlers)
-        self.generate, self.runs, self.labels = make(GenerateHandlers), make(RunsHandlers), make(LabelHandlers)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("app")
-    ws = Workspace(root / "data", root / "runs")
-    ws.prepare()
-    ctx = Context(ws, Jobs(ws.runs), PresetChoice("tiny", "Tests run on the CPU."))
-    demo = build_app(ctx)
-    demo.queue()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, allowed_paths=[str(ws.categories), str(ws.runs)])
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(root / "downloads"), analytics_enabled=False)
-    yield ws, Tabs(ctx), client
-    for proc in ctx.jobs._procs.values():
-        if proc.poll() is None:
-            proc.kill()
-    demo.close()
+    with served_app(tmp_path_factory.mktemp("app")) as app:
+        yield app
 
 
 def uploads(folder: Path, count: int = 4) -> list[Path]:
@@ -97,16 +57,6 @@ def uploads(folder: Path, count: int = 4) -> list[Path]:
         write_clip(path, moving_square(1 if i % 2 == 0 else -1, seed=200 + i, frames=32, size=32))
         paths.append(path)
     return paths
-
-
-def wait_for_state(client: Client, run: str, timeout: float = 240) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status = client.predict(run, api_name="/job_status")
-        if status["state"] not in ("starting", "running"):
-            return status
-        time.sleep(0.5)
-    raise AssertionError(f"{run} still {status['state']} after {timeout} s")
 
 
 # the library stays free of the UI ----------------------------------------------------------------
@@ -244,7 +194,7 @@ def test_the_train_form_is_filled_from_the_run_shown(served, tmp_path):
     form = tabs.train.form_from_run("from-a-shell")
     category, preset, stage, mode, *rest = form
     *values, extra, prompts, run_name, note = rest
-    assert (category.value, preset, stage, mode) == ("demo", "tiny", "both", "dense")
+    assert (category.value, preset.value, stage, mode) == ("demo", "tiny", "both", "dense")
     assert values == [7, 9, 4, 0, 2500.0, 1e-3, 1e-3, 0.0, 32, 16]
     assert (extra, prompts) == ("data.hflip=true", "a cat\na dog")
     assert run_name.startswith("demo-") and run_name != "from-a-shell" and "settings of **from-a-shell**" in note
@@ -455,3 +405,4 @@ def test_the_runs_tab_lists_compares_and_deletes_runs(served):
     assert not other.root.exists() and "demo-beta" not in tabs.ctx.runs()
     with pytest.raises(gr.Error, match="There is no run demo-beta"):
         tabs.runs.delete("demo-beta", "demo-beta")
+

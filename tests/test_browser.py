@@ -2,10 +2,11 @@
 
 One user's session, in the order of the tabs: make a category (its name with spaces made safe, a
 refusal that keeps the typed text), upload eight clips and a broken file, look at what training
-sees of a clip, rate the clips, look at the pairs with their thumbnails and pick their seed, train a
+sees of a clip (for SD1.5's and Wan's CPU presets, picked in the model picker), rate the clips, look at the pairs with their thumbnails and pick their seed, train a
 tiny run with a second preview prompt (a refused start first; the starting phase, the disabled
 Start and the page reloaded while it trains, the form then showing the run's settings and the
-lists read again; both stages' plots and the preview gallery), generate with it
+lists read again; both stages' plots and the preview gallery; then the Wan family picked, its
+settings filled in), generate with it
 (the run's own settings shown, its earlier clips listed), export it and download the zip, see it in
 the Runs tab, and label a DenseDPO pair whose clips stay out of the Rate tab. A screenshot of every
 tab goes to $HUVI_ARTIFACTS/screenshots/ (default test-artifacts/screenshots/).
@@ -45,6 +46,7 @@ RATINGS = (5, 5, 4, 4, 2, 2, 1, 1)  # 8 clips: 28 combinations, 4 of them ties -
 # cores) must outlast the reload (about 3 s). Preview clips at the last DPO step, one per prompt.
 MOTION_STEPS, DPO_STEPS, PREVIEW_EVERY = 3, 6, 6
 PREVIEW_PROMPT = "a square sliding left"  # previews render it beside the category's prompt
+SD15, WAN = "SD1.5 + AnimateDiff", "Wan 2.1 / 2.2 (experimental)"  # the model picker's families
 
 if not CHROMIUM.is_file():
     pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) to run the browser tests", allow_module_level=True)
@@ -155,6 +157,11 @@ def pick_category(page, name: str) -> None:
     shown(page, f"in {name}").wait_for()  # the clip summary of the picked category
 
 
+def pick_family(page, title: str) -> None:
+    """Pick a model family in the model picker of the tab on show."""
+    page.get_by_role("radio", name=title, exact=True).locator("visible=true").first.check()
+
+
 def gallery(page, label: str):
     """The gallery labelled `label` on the tab on show."""
     return page.locator(".block:visible", has=page.locator("[data-testid=block-label]", has_text=label)).last
@@ -228,6 +235,13 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     shown(page, "Stored 32×32").wait_for()
     page.get_by_text("a training clip is 8 of them in a row").wait_for()
     expect(gallery(page, "The frames training reads").locator(".caption-label")).to_have_count(10)  # frames 0, 3, ..., 27
+    # the model picker: Wan's CPU preset reads 9 frames (1 + 4k for its causal VAE), no spare ones; back to SD1.5's tiny
+    pick_family(page, WAN)
+    expect(page.get_by_label("Preset: the frames and size clips must fit")).to_have_value(re.compile(r"^wan-tiny · CPU · gives up "))
+    shown(page, "a training clip is 9 of them in a row").wait_for()
+    expect(gallery(page, "The frames training reads").locator(".caption-label")).to_have_count(9)
+    pick_family(page, SD15)
+    shown(page, "a training clip is 8 of them in a row").wait_for()
     page.screenshot(path=str(shots / "1-category.png"), full_page=True)
 
     # 2 · Rate: every clip playable, each rating saved as it is clicked
@@ -315,6 +329,12 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     assert (runs / run / "adapters" / "dpo.safetensors").is_file()
     assert "--set seed=7" in json.loads((runs / run / "job.json").read_text())["command"]
     page.screenshot(path=str(shots / "4-train.png"), full_page=True)
+    # the model picker: the Wan family starts at its CPU preset, whose settings fill the form and the command
+    pick_family(page, WAN)
+    expect(page.get_by_label("DPO steps")).to_have_value("100")  # wan-tiny's
+    page.locator(".huvi-command").get_by_text("--preset wan-tiny").wait_for()
+    shown(page, "VRAM tier CPU · against wan22-5b, it gives up the real model").wait_for()
+    page.screenshot(path=str(shots / "4-train-wan.png"), full_page=True)
 
     # 5 · Generate with and without the DPO adapter, side by side; the run's own settings are shown
     open_tab(page, "5 · Generate")

@@ -39,6 +39,7 @@ from safetensors.torch import load_file
 
 import huvi.trainer as trainer_module
 import huvi.workspace as workspace_module
+from huvi.catalogue import PresetChoice
 from huvi.category import clip_frames
 from huvi.cli import EXIT_BAD_INPUT, main
 from huvi.errors import HuviError
@@ -49,7 +50,7 @@ from huvi.synthetic import moving_square
 from huvi.train_command import TrainRequest
 from huvi.trainer import out_of_memory_advice, train
 from huvi.video import write_clip
-from huvi.workspace import PresetChoice, Workspace, add_clip, set_score
+from huvi.workspace import Workspace, add_clip, set_score
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:

@@ -18,6 +18,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
 from huvi.adapters import DPO, MOTION, load_adapter, set_active
+from huvi.catalogue import PresetChoice
 from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.export import export_run, run_formats
@@ -27,7 +28,7 @@ from huvi.families.wan.export import HUB_IDS, export_metadata, wan_version
 from huvi.families.wan.models import load_transformer
 from huvi.lora import read_lora
 from huvi.runs import Run
-from huvi.workspace import PresetChoice, Workspace
+from huvi.workspace import Workspace
 
 PROMPT = "a square moving right"
 

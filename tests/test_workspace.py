@@ -12,7 +12,7 @@ from helpers import BUNNY, tiny_config
 
 from huvi.category import load_category
 from huvi.clip_view import crop_box, training_view
-from huvi.config import ModelConfig, load_config
+from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.pairs import form_pairs
 from huvi.synthetic import moving_square
@@ -26,7 +26,6 @@ from huvi.workspace import (
     clip_info,
     list_clips,
     preference_pairs,
-    preset_note,
     read_meta,
     remove_clip,
     safe_clip_name,
@@ -34,7 +33,6 @@ from huvi.workspace import (
     set_prompt,
     set_score,
     summarize,
-    weights_on_disk,
 )
 
 
@@ -218,12 +216,6 @@ def test_preference_pairs_are_the_trainers_and_say_who_is_left_out(ws, clip_file
     assert view.pairs == [] and view.unpaired == names[:3] and view.tied_combinations == 3
 
 
-def test_preset_notes_say_what_each_tier_is_for():
-    assert preset_note("tiny").startswith("CPU preset: tiny random-weight models")
-    assert preset_note("sd15-24gb").startswith("24 GB cards")
-    assert preset_note("no-such-preset") == ""
-
-
 def test_ratings_are_checked_and_can_be_cleared(ws, clip_files):
     root = ws.create_category("squares", "a square")
     name = add_clip(root, clip_files[0])
@@ -294,19 +286,6 @@ def test_run_names_are_new_and_listed_newest_first(ws):
 def test_safe_clip_name():
     assert safe_clip_name("/tmp/gradio/abc/Horse Run (2).MOV") == "Horse_Run_2.mov"
     assert safe_clip_name("???.mp4") == "clip.mp4"
-
-
-def test_weights_on_disk_finds_local_folders_and_never_downloads(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hub cache
-    base, adapter = tmp_path / "sd15", tmp_path / "motion"
-    assert not weights_on_disk(ModelConfig(base=str(base), motion_adapter=str(adapter)))
-    (base / "unet").mkdir(parents=True)
-    (base / "unet" / "config.json").write_text("{}")
-    adapter.mkdir()
-    assert not weights_on_disk(ModelConfig(base=str(base), motion_adapter=str(adapter)))
-    (adapter / "config.json").write_text("{}")
-    assert weights_on_disk(ModelConfig(base=str(base), motion_adapter=str(adapter)))
-    assert not weights_on_disk(ModelConfig())  # Hub ids, not in the empty cache
 
 
 # what training sees of a clip ----------------------------------------------------------------------

@@ -41,6 +41,8 @@ CSS = """
 .huvi-clip-info p { font-size: 0.85rem; margin: 0; font-variant-numeric: tabular-nums; }
 .huvi-rating .wrap { flex-wrap: nowrap; gap: 0.25rem; }
 .huvi-rating label { padding: 0.25rem 0.5rem !important; min-width: 0; }
+.huvi-family .wrap { flex-wrap: nowrap; gap: 0.4rem; }
+.huvi-family label { flex: none; padding: 0.3rem 0.6rem !important; white-space: nowrap; }
 .huvi-command textarea, .huvi-command code { font-family: var(--font-mono); font-size: 0.85rem; }
 .huvi-timeline { display: flex; gap: 2px; width: 100%; }
 .huvi-seg { border-radius: 0.3rem; padding: 0.3rem 0.4rem; text-align: center; font-size: 0.85rem; min-width: 0; overflow: hidden; }
@@ -125,7 +127,8 @@ def build_app(ctx: Context) -> gr.Blocks:
         pairs["reshuffle"].click(lambda: (pairs_h.new_seed(),) * 2, outputs=[pairs["seed"], seed], api_visibility="private")
         pairs["seed"].input(lambda value: value, inputs=pairs["seed"], outputs=seed, api_visibility="private")
         seed.input(lambda value: value, inputs=seed, outputs=pairs["seed"], api_visibility="private")
-        train["preset_picked"].then(lambda value: value, inputs=seed, outputs=pairs["seed"], api_visibility="private")
+        for picked in train["preset_picked"]:
+            picked.then(lambda value: value, inputs=seed, outputs=pairs["seed"], api_visibility="private")
 
         # On every page load: the lists, the run training now (state lives on disk) and the form filled
         # from that run, so what the form says and what trains below agree.

@@ -18,11 +18,12 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from huvi.config import preset_names
+from huvi.catalogue import PresetChoice, family_entries, family_title, preset_entry, weight_sources
+from huvi.config import load_config, preset_names
 from huvi.errors import HuviError
 from huvi.jobs import Jobs
 from huvi.runs import STAGES, Run
-from huvi.workspace import PresetChoice, Workspace
+from huvi.workspace import Workspace
 
 
 def user_errors(fn):
@@ -140,14 +141,17 @@ class Context:
 
     # the banner --------------------------------------------------------------------------------
     def banner(self) -> str:
-        if self.preset.name != "tiny":
-            return f"**Preset `{self.preset.name}`** — {self.preset.reason}"
+        """This machine's preset and why; for a CPU preset, what it is for and how to get the real model."""
+        picker = "Pick the model family and its preset in the **4 · Train** tab: each preset says its VRAM tier and what it gives up."
+        entry = preset_entry(self.preset.name)
+        if entry is None or not entry.cpu:
+            return f"**Preset `{self.preset.name}`** — {self.preset.reason} {picker}"
+        smallest = min((e.gib[0] for e in family_entries(entry.family) if not e.cpu), default=12)
+        fetch = " and ".join(f"`hf download {source}`" for source in weight_sources(load_config(entry.reference).model))
         return (
             f"**Tiny preset** — {self.preset.reason} huvi uses small random-weight models built in code: they run the "
             "whole flow (rate clips, train both stages, generate, export) on a CPU in minutes and learn toy "
             "preferences such as the demo's sliding squares, but they do not make real video. For the real "
-            "model (Stable Diffusion 1.5 + AnimateDiff, a GPU with 12 GB or more), download the weights once "
-            "and restart the app:\n\n"
-            "`hf download stable-diffusion-v1-5/stable-diffusion-v1-5` and "
-            "`hf download guoyww/animatediff-motion-adapter-v1-5-2`"
+            f"model ({family_title(entry.family)}, a GPU with {smallest} GB or more), download the weights once "
+            f"and restart the app:\n\n{fetch}\n\n{picker}"
         )

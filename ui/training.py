@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from huvi.catalogue import cpu_preset, family_title, missing_weights, preset_entry, preset_note
 from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.gpu_lock import busy_subject
@@ -24,8 +25,8 @@ from huvi.precision import cpu_load, free_cores
 from huvi.previews import list_previews
 from huvi.runs import STAGES, Run
 from huvi.train_command import TrainRequest, display_command, resume_argv, run_request, train_argv
-from huvi.workspace import preset_note
 from ui.common import Context, clock, duration, escape, plural, user_errors
+from ui.picker import preset_dropdown
 from ui.plots import PLOTS, metric_plots
 
 STATE_ICONS = {"none": "○", "starting": "◌", "running": "●", "finished": "✔", "stopped": "■", "failed": "✖", "interrupted": "⚠"}
@@ -37,7 +38,7 @@ TRAIN_SETTINGS = (
     ("dpo.steps", "DPO steps"),
     ("seed", "Seed (also decides the pair order)"),
     ("generate.preview_every", "Preview clip every N steps (0: none)"),
-    ("dpo.beta", "DPO beta (5000 for SD1.5)"),
+    ("dpo.beta", "DPO beta (5000 for SD1.5, 2500 for Wan)"),
     ("motion.learning_rate", "Motion learning rate"),
     ("dpo.learning_rate", "DPO learning rate"),
     ("data.holdout", "Held-out share of pairs"),
@@ -82,24 +83,33 @@ class TrainHandlers(Context):
         return [config_value(cfg, key) for key, _ in TRAIN_SETTINGS]
 
     def preset_info(self, preset: str | None) -> str:
-        """What a preset is for (its YAML's leading comment), whether it is this machine's default, and
-        what this machine makes of it: no GPU for a GPU preset, cores other work keeps busy."""
+        """What a preset is for (its YAML's leading comment), its VRAM tier and what it gives up, whether it is
+        this machine's default, and what this machine makes of it: no GPU or no weights for a GPU preset, cores
+        other work keeps busy."""
         import torch
 
         preset = preset or self.preset.name
         note = preset_note(preset) or "No description."
         default = " This machine's default." if preset == self.preset.name else ""
         lines = [f"**{preset}** — {note}{default}"]
+        entry = preset_entry(preset)
+        if entry is not None:
+            against = f"against `{entry.reference}`, it " if entry.gives_up else ""
+            lines.append(f"{family_title(entry.family)} · VRAM tier **{entry.tier}** · {against}{entry.summary}.")
         try:
-            tiny = load_config(preset).model.source == "tiny"
+            model = load_config(preset).model
         except HuviError:
-            tiny = True
+            model = None
+        cpu = cpu_preset(model.family) if model else None
+        if model is not None and model.source != "tiny" and not torch.cuda.is_available():
+            lines.append(
+                f"⚠ **This machine has no CUDA GPU**: `{preset}` builds the full-size model, which takes minutes per step on a CPU "
+                f"and needs the weights downloaded; pick `{cpu}` to try the whole flow here."
+            )
+        elif model is not None and (missing := missing_weights(model)):
+            fetch = " and ".join(f"`hf download {source}`" for source in missing)
+            lines.append(f"⚠ **The weights of `{preset}` are not on this machine**: fetch them once while online ({fetch}), or pick `{cpu}` to try the whole flow.")
         if not torch.cuda.is_available():
-            if not tiny:
-                lines.append(
-                    f"⚠ **This machine has no CUDA GPU**: `{preset}` builds the full-size model, which takes minutes per step on a CPU "
-                    "and needs the weights downloaded; pick `tiny` to try the whole flow here."
-                )
             cores, load = cpu_load()
             if load >= 0.5:
                 lines.append(
@@ -161,7 +171,7 @@ class TrainHandlers(Context):
             note += f" Its category `{request.category}` is not in this app's folder, so the category field is left as it was."
         return [
             self.category_dropdown(category, keep=False) if category else gr.skip(),
-            request.preset if request.preset in self.presets() else gr.skip(),
+            preset_dropdown(request.preset) if request.preset in self.presets() else gr.skip(),
             request.stage_arg if request.stage_arg != "dpo" else gr.skip(),
             request.mode,
             *[config_value(cfg, key) for key, _ in TRAIN_SETTINGS],

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 FAMILIES = {"sd15": "huvi.families.sd15.family:SD15", "wan": "huvi.families.wan.family:Wan"}  # model.family -> "module:class"
 DEFAULT_FAMILY = "sd15"
+TITLES = {"sd15": "SD1.5 + AnimateDiff", "wan": "Wan 2.1 / 2.2 (experimental)"}  # model.family -> its name for people (the app's model picker)
+# model.family -> {model setting naming a Hub id or folder: a file that folder holds once downloaded}: whether a
+# preset's weights are on this machine, told without loading them or importing model code (huvi.catalogue)
+WEIGHT_FILES = {"sd15": {"base": "unet/config.json", "motion_adapter": "config.json"}, "wan": {"base": "transformer/config.json"}}
 # model.family -> the names of its export formats (its `export_formats`), in the order offered, named here so
 # the CLI's choices and the app's Export tab import no model code
 EXPORT_FORMATS = {"sd15": ("diffusers", "kohya", "comfy-motion"), "wan": ("diffusers", "comfy")}

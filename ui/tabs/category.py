@@ -10,6 +10,7 @@ import gradio as gr
 from huvi.video import VIDEO_SUFFIXES
 from ui.category import CategoryHandlers
 from ui.tabs import quiet
+from ui.tabs.picker import model_picker
 
 
 def clip_cards(entries: list, empty: str | None) -> Iterator:
@@ -32,7 +33,7 @@ def clip_cards(entries: list, empty: str | None) -> Iterator:
 def category_tab(h: CategoryHandlers, version: gr.Number) -> dict:
     with gr.Row(equal_height=True):
         category = gr.Dropdown(h.categories(), value=h.default_category(), label="Category", scale=3, allow_custom_value=True)
-        preset = gr.Dropdown(h.presets(), value=h.preset.name, label="Preset (frame count and size the clips must fit)", scale=2)
+        _, preset, _ = model_picker(h, "Preset: the frames and size clips must fit")
         refresh = gr.Button("↻ Refresh", scale=0, min_width=100)
     with gr.Accordion("New category", open=False), gr.Row(equal_height=True):
         new_name = gr.Textbox(label="Name", placeholder="horse running (spaces become '-')", scale=2)

@@ -1,4 +1,4 @@
-"""4 · Train: the settings form and its shell command, Start / Stop / Resume, and the run shown below:
+"""4 · Train: the model picker, the settings form and its shell command, Start / Stop / Resume, and the run shown below:
 its state, progress, plots, preview clips and log, polled from its run folder."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import gradio as gr
 
 from ui.plots import SERIES_COLORS, TITLES
 from ui.tabs import GPU, quiet
+from ui.tabs.picker import model_picker
 from ui.training import MODE_CHOICES, SETTING, SHOWN, STAGE_CHOICES, TRAIN_SETTINGS, TrainHandlers
 
 POLL_SECONDS = 2.0
@@ -15,12 +16,13 @@ POLL_SECONDS = 2.0
 def train_tab(h: TrainHandlers) -> dict:
     form_note = gr.Markdown()
     with gr.Row(equal_height=True):
+        _, preset, family_picked = model_picker(h, "Preset: VRAM tier · what it gives up")
+    preset_info = gr.Markdown(h.preset_info(h.preset.name))
+    with gr.Row(equal_height=True):
         category = gr.Dropdown(h.categories(), value=h.default_category(), label="Category", scale=2, allow_custom_value=True)
-        preset = gr.Dropdown(h.presets(), value=h.preset.name, label="Preset (VRAM tier)", scale=2)
         run_name = gr.Textbox(h.new_run_name(h.default_category()), label="Run name (a new folder under runs/)", scale=3)
         stage = gr.Dropdown(STAGE_CHOICES, value="both", label="Stages", scale=2)
         mode = gr.Dropdown(MODE_CHOICES, value="clip", label="DPO learns from", scale=2)
-    preset_info = gr.Markdown(h.preset_info(h.preset.name))
     values = h.preset_values(h.preset.name)
 
     def field(i: int) -> gr.Number:
@@ -95,8 +97,11 @@ def train_tab(h: TrainHandlers) -> dict:
     for component in inputs:
         component.change(h.command, inputs=inputs, outputs=command, api_visibility="private", show_progress="hidden")
     preset.change(h.preset_info, inputs=preset, outputs=preset_info, api_visibility="private")
-    # a user's pick fills in the preset's values; a form filled from a run keeps the run's
-    preset_picked = preset.input(h.preset_values, inputs=preset, outputs=settings, api_visibility="private")
+    # a user's pick (of a preset, or of a family: its first preset) fills in the preset's values; a form filled from a run keeps the run's
+    preset_picked = [
+        preset.input(h.preset_values, inputs=preset, outputs=settings, api_visibility="private"),
+        family_picked.then(h.preset_values, inputs=preset, outputs=settings, api_visibility="private"),
+    ]
     category.change(h.new_run_name, inputs=category, outputs=run_name, api_visibility="private")
     start.click(
         h.start, inputs=inputs, outputs=[watch, run_name], api_name="start_training", concurrency_limit=1, concurrency_id=GPU, show_progress_on=state
