@@ -1,12 +1,14 @@
-"""The real path at full size, offline: each GPU preset through the CLI on random SD1.5 + AnimateDiff folders.
+"""The real path at full size, offline: each GPU preset through the CLI on random full-size model folders.
 
-    python examples/full_size_check.py [--weights DIR] [--work DIR] [--presets sd15-24gb ...]
+    python examples/full_size_check.py [--weights DIR] [--work DIR] [--presets sd15-24gb wan21-1.3b ...]
 
 Full-size random weights in diffusers layout come from `python -m huvi make-test-weights` (built
-once, ~6 GB, reused). Each preset then runs through `python -m huvi` with only its model folders,
-clip size (4 frames of 64x64) and step counts overridden, in bf16 as a GPU runs it (`precision:
-auto` is fp32 on a CPU), everything else its own (8-bit AdamW, gradient checkpointing,
-sparse-causal attention, its adapter ranks):
+once per family and reused: SD1.5 + AnimateDiff ~6 GB, Wan 2.1 1.3B + Wan 2.2 5B ~19 GB). Each preset
+then runs through `python -m huvi` with only its model folders, clip size and step counts overridden,
+in bf16 as a GPU runs it (`precision: auto` is fp32 on a CPU), everything else its own (8-bit AdamW,
+gradient checkpointing, its attention, its adapter ranks).
+
+The sd15 presets (4 frames of 64x64, two steps per stage):
 
     train     both stages with a checkpoint after every step; SIGKILL once checkpoint dpo-000001 is
               on disk; `--resume` to the end
@@ -22,8 +24,21 @@ sparse-causal attention, its adapter ranks):
     again     the app's Generate tab twice (huvi.model_cache): seconds until sampling starts, first and
               second click
 
-Each step prints one JSON line with its seconds and what it checked; a failed check raises, and the
-script exits 1. tests/test_full_size.py (marked slow) and .ci/run run it.
+The wan presets (5 frames of 64x64: two latent frames; Wan 2.2's 16x VAE leaves 2x2 tokens a frame).
+At this size a step's cost is the 512 prompt tokens (WanPipeline pads every prompt to 512) that every
+block's cross-attention projects, so the steps are fewer:
+
+    train     two motion steps and one DPO step, a checkpoint after each; SIGKILL once checkpoint
+              motion-000001 is on disk; `--resume` to the end
+    evaluate  the run's pair accuracy on a category of 3 pairs
+    generate  from a first-frame image (latent frame 0 held clean at every step)
+    export    diffusers (two files) and comfy (merged); the diffusers files load into a fresh WanPipeline
+              built from the folder and hold the run's LoRA weights, layer for layer; the comfy file goes
+              through diffusers' own converter of ComfyUI-format Wan LoRAs, every key used, and loads there
+
+Each step prints one JSON line with its seconds, what it checked, and the peak resident memory of the
+largest `python -m huvi` run so far and of this script; a failed check raises, and the script exits 1.
+tests/test_full_size.py (marked slow) and .ci/run run it.
 """
 
 from __future__ import annotations
@@ -31,11 +46,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +63,29 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from huvi.families.sd15.full_size import write_test_weights
+from huvi.config import load_config
+from huvi.families import family_for
+from huvi.io import write_json
 from huvi.runs import Run
 from huvi.synthetic import direction_category
 
-PRESETS = ("sd15-24gb", "sd15-16gb", "sd15-12gb")
+SD15_PRESETS = ("sd15-24gb", "sd15-16gb", "sd15-12gb")
+WAN_PRESETS = ("wan21-1.3b", "wan22-5b")
+PRESETS = SD15_PRESETS + WAN_PRESETS
 # Sizes and steps only: 4 frames of 64x64 (8x8 latents), 2 steps per stage, a checkpoint after each.
 SIZE = [
     "data.frames=4", "data.stride=1", "data.width=64", "data.height=64", "data.max_cached_frames=4",
     "motion.steps=2", "dpo.steps=2", "motion.checkpoint_every=1", "dpo.checkpoint_every=1",
     "dpo.eval_samples=1", "generate.steps=2", "dense.segment_frames=2",
 ]  # fmt: skip
+# 5 frames of 64x64 (1 + 4: two latent frames), two motion steps and one DPO step, a checkpoint after each.
+WAN_SIZE = [
+    "data.frames=5", "data.stride=1", "data.width=64", "data.height=64", "data.max_cached_frames=5",
+    "motion.steps=2", "dpo.steps=1", "motion.checkpoint_every=1", "dpo.checkpoint_every=1",
+    "dpo.eval_samples=1", "generate.steps=2",
+]  # fmt: skip
 BF16 = "precision=bf16"  # what `precision: auto` picks on a GPU with bf16
+GIB = 2**20  # ru_maxrss is in KiB on Linux
 
 
 def emit(row: dict) -> None:
@@ -72,33 +100,34 @@ def huvi(*args: str, timeout: int = 1800) -> str:
     return proc.stdout
 
 
-def train_killed_and_resumed(category: Path, run: Path, preset: str, sets: list[str]) -> dict:
-    """Train through the CLI, SIGKILL after the first DPO checkpoint, resume to the end."""
+def train_killed_and_resumed(category: Path, run: Path, preset: str, sets: list[str], killed_after: str = "dpo-000001") -> dict:
+    """Train through the CLI, SIGKILL once checkpoint `killed_after` is on disk, resume to the end."""
     argv = [sys.executable, "-m", "huvi", "train", "--category", str(category), "--out", str(run)]
     proc = subprocess.Popen([*argv, "--preset", preset, *sets], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    marker = run / "checkpoints" / "dpo-000001" / "state.json"
+    marker = run / "checkpoints" / killed_after / "state.json"
     while not marker.is_file() and proc.poll() is None:
         time.sleep(0.2)
     if proc.poll() is not None:
-        raise RuntimeError(f"train ended (exit {proc.returncode}) before checkpoint dpo-000001:\n{proc.stderr.read()[-3000:]}")
+        raise RuntimeError(f"train ended (exit {proc.returncode}) before checkpoint {killed_after}:\n{proc.stderr.read()[-3000:]}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     optimizer = load_file(str(marker.parent / "optimizer.safetensors"))
     assert any("__bnb_optimizer_quant_state__" in k for k in optimizer), "the checkpoint holds no bitsandbytes 8-bit AdamW state"
     huvi("train", "--category", str(category), "--out", str(run), "--resume")
-    rows = Run(run).read_metrics()
+    rows, cfg = Run(run).read_metrics(), Run(run).read_config()
     steps = [(r["stage"], r["step"]) for r in rows]
-    assert steps == [("motion", 1), ("motion", 2), ("dpo", 1), ("dpo", 2)], steps
+    assert steps == [(stage, i) for stage in ("motion", "dpo") for i in range(1, cfg.stage(stage).steps + 1)], steps
     assert all(np.isfinite(r["loss"]) for r in rows), rows
-    assert abs(rows[2]["loss"] - np.log(2)) < 1e-5, rows[2]  # the DPO adapter starts as the reference
-    return {"killed_after": "dpo-000001", "resumed_to": steps[-1], "first_dpo_loss": rows[2]["loss"], "last": rows[-1]}
+    first_dpo = rows[cfg.motion.steps]
+    assert abs(first_dpo["loss"] - np.log(2)) < 1e-5, first_dpo  # the DPO adapter starts as the reference
+    return {"killed_after": killed_after, "resumed_to": steps[-1], "first_dpo_loss": first_dpo["loss"], "last": rows[-1]}
 
 
-def pipeline(weights, dtype: torch.dtype):
+def pipeline(weights: dict, dtype: torch.dtype):
     from diffusers import AnimateDiffPipeline, MotionAdapter
 
-    adapter = MotionAdapter.from_pretrained(weights.motion_adapter, torch_dtype=dtype)
-    return AnimateDiffPipeline.from_pretrained(weights.base, motion_adapter=adapter, torch_dtype=dtype)
+    adapter = MotionAdapter.from_pretrained(weights["motion_adapter"], torch_dtype=dtype)
+    return AnimateDiffPipeline.from_pretrained(weights["base"], motion_adapter=adapter, torch_dtype=dtype)
 
 
 def lora_layers(unet, adapter: str) -> dict:
@@ -107,28 +136,40 @@ def lora_layers(unet, adapter: str) -> dict:
     return {name: m for name, m in unet.named_modules() if isinstance(m, BaseTunerLayer) and adapter in m.lora_A}
 
 
-def check_exports(run: Path, out: Path, weights) -> dict:
-    """Export every format; load the diffusers and kohya files into a fresh AnimateDiffPipeline."""
-    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
-
+def export(run: Path, out: Path, formats: tuple[tuple[str, bool], ...]) -> dict[str, list[Path]]:
+    """`huvi export` in each (format, merge): name -> the files written, each with its model card."""
     files = {}
-    for fmt, merge in (("diffusers", False), ("diffusers", True), ("kohya", False), ("comfy-motion", True)):
+    for fmt, merge in formats:
         name = f"{fmt}{'-merged' if merge else ''}"
         printed = json.loads(huvi("export", "--run", str(run), "--format", fmt, *(["--merge"] if merge else []), "--out", str(out / name / f"{name}.safetensors")))
         files[name] = [Path(f) for f in printed["files"]]
         assert Path(printed["card"]).is_file()
+    return files
+
+
+def check_diffusers_files(pipe, denoiser, run: Path, files: list[Path]) -> dict:
+    """Load the diffusers export (DPO file, motion file) into `pipe`: every LoRA layer of `denoiser`
+    holds the run's weights (in bf16)."""
     checked = {}
-    pipe = pipeline(weights, torch.bfloat16)
-    dpo_file, motion_file = files["diffusers"]
-    for path, adapter in ((dpo_file, "dpo"), (motion_file, "motion")):
+    for path, adapter in zip(files, ("dpo", "motion"), strict=True):
         pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
         trained = load_file(str(Run(run).adapter_path(adapter)))  # peft keys, fp32
-        layers = lora_layers(pipe.unet, adapter)
+        layers = lora_layers(denoiser, adapter)
         assert len(layers) * 2 == len(trained), (adapter, len(layers), len(trained))
         for module, layer in layers.items():
             for part, weight in (("lora_A", layer.lora_A[adapter].weight), ("lora_B", layer.lora_B[adapter].weight)):
                 assert torch.equal(weight.float(), trained[f"{module}.{part}.weight"].to(torch.bfloat16).float()), (adapter, module, part)
         checked[f"diffusers {adapter}"] = f"{len(layers)} layers, the run's weights"
+    return checked
+
+
+def check_exports(run: Path, out: Path, weights: dict) -> dict:
+    """Export every format; load the diffusers and kohya files into a fresh AnimateDiffPipeline."""
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
+
+    files = export(run, out, (("diffusers", False), ("diffusers", True), ("kohya", False), ("comfy-motion", True)))
+    pipe = pipeline(weights, torch.bfloat16)
+    checked = check_diffusers_files(pipe, pipe.unet, run, files["diffusers"])
     kohya_dpo, kohya_motion = files["kohya"]
     for adapter, path in (("kohya_dpo", kohya_dpo), ("kohya_motion", kohya_motion)):
         tensors = load_file(str(path))
@@ -159,23 +200,59 @@ def check_comfy_motion(path: Path, unet) -> str:
     return f"{len(tensors) // 2} temporal attention layers, names and shapes fit"
 
 
-def check_preset(preset: str, weights, work: Path, category: Path) -> None:
-    sets = [f"--set={s}" for s in [*weights.overrides, *SIZE, BF16]]
-    run = work / preset
+def check_wan_exports(run: Path, out: Path, base: str) -> dict:
+    """Export diffusers (two files) and comfy (merged); load them into a fresh WanPipeline built from `base`."""
+    from diffusers import WanPipeline
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_wan_lora_to_diffusers
+
+    files = export(run, out, (("diffusers", False), ("comfy", True)))
+    pipe = WanPipeline.from_pretrained(base, torch_dtype=torch.bfloat16)
+    checked = check_diffusers_files(pipe, pipe.transformer, run, files["diffusers"])
+    path = files["comfy-merged"][0]
+    tensors = load_file(str(path))
+    converted = _convert_non_diffusers_wan_lora_to_diffusers(dict(tensors))  # raises on a key it cannot place
+    modules = {key.removesuffix(".lora_down.weight") for key in tensors if key.endswith(".lora_down.weight")}
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="comfy")
+    assert len(lora_layers(pipe.transformer, "comfy")) == len(modules) == len(converted) // 2, (len(modules), len(converted))
+    checked["comfy"] = f"{len(modules)} layers in the original Wan naming, loaded by diffusers"
+    return {"files": sorted(f.name for group in files.values() for f in group), "checked": checked}
+
+
+def peak_rss() -> dict:
+    """Peak resident memory of the largest `python -m huvi` run so far, and of this script (GiB)."""
+    children, own = (resource.getrusage(who).ru_maxrss / GIB for who in (resource.RUSAGE_CHILDREN, resource.RUSAGE_SELF))
+    return {"huvi_peak_rss_gib": round(children, 2), "script_peak_rss_gib": round(own, 2)}
+
+
+def stepper(preset: str) -> Callable[[str, dict], None]:
+    """step(name, result): one JSON line with the seconds since the last step and the peak memory so far."""
     clock = time.perf_counter()
 
     def step(name: str, result: dict) -> None:
         nonlocal clock
-        emit({"preset": preset, "step": name, "seconds": round(time.perf_counter() - clock, 1)} | result)
+        emit({"preset": preset, "step": name, "seconds": round(time.perf_counter() - clock, 1)} | result | peak_rss())
         clock = time.perf_counter()
 
-    step("train", train_killed_and_resumed(category, run, preset, sets))
-    step("evaluate", json.loads(huvi("evaluate", "--run", str(run), "--category", str(category), "--samples", "1")))
+    return step
+
+
+def generate(run: Path, work: Path, *extra: str) -> tuple[Path, dict]:
+    """`huvi generate` from a random first-frame image: the image, and the files written."""
     image = work / "first.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
-    result = json.loads(huvi("generate", "--run", str(run), "--prompt", "a square", "--first-frame", str(image), "--compare", "--out", str(run / "sample.mp4")))
+    result = json.loads(huvi("generate", "--run", str(run), "--prompt", "a square", "--first-frame", str(image), *extra, "--out", str(run / "sample.mp4")))
     assert all(Path(p).is_file() for p in result.values())
-    step("generate", {"files": sorted(Path(p).name for p in result.values())})
+    return image, {"files": sorted(Path(p).name for p in result.values())}
+
+
+def check_preset(preset: str, weights: dict, work: Path, category: Path) -> None:
+    sets = [f"--set={s}" for s in [*weights["set"], *SIZE, BF16]]
+    run = work / preset
+    step = stepper(preset)
+    step("train", train_killed_and_resumed(category, run, preset, sets))
+    step("evaluate", json.loads(huvi("evaluate", "--run", str(run), "--category", str(category), "--samples", "1")))
+    image, generated = generate(run, work, "--compare")
+    step("generate", generated)
     clip = min((category / "clips").iterdir()).name
     pairs = [json.loads(line) for line in huvi("dense-pairs", "--run", str(run), "--category", str(category), "--clips", clip, "--seed", "1").splitlines()]
     assert len(pairs) == 1 and all((category / "clips" / pairs[0][k]).is_file() for k in ("a", "b"))
@@ -184,6 +261,27 @@ def check_preset(preset: str, weights, work: Path, category: Path) -> None:
     load = json.loads(huvi("bench", "--load", "--preset", preset, "--stage", "dpo", *sets).splitlines()[-1])
     step("load", {k: load[k] for k in ("precision", "load_unet_s", "load_s", "first_step_s", "cpu_peak_rss_load_gib", "cpu_peak_rss_gib")})
     step("again", generate_twice(run, image))
+
+
+def check_wan_preset(preset: str, weights: dict, work: Path, category: Path) -> None:
+    sets = [f"--set={s}" for s in [*weights["set"], *WAN_SIZE, BF16]]
+    run = work / preset
+    step = stepper(preset)
+    step("train", train_killed_and_resumed(category, run, preset, sets, killed_after="motion-000001"))
+    step("evaluate", json.loads(huvi("evaluate", "--run", str(run), "--category", str(category), "--samples", "1")))
+    step("generate", generate(run, work)[1])
+    step("export", check_wan_exports(run, work / f"{preset}-export", weights["base"]))
+
+
+def three_pair_category(root: Path) -> Path:
+    """4 clips, one rated above the other three: 3 pairs, the fewest a category holds (on a CPU each
+    pair costs a Wan evaluation two full-size forward passes)."""
+    category = direction_category(root, clips=4, frames=8, size=64, spread=False)
+    meta = json.loads((category / "category.json").read_text())
+    preferred = min(name for name in meta["scores"] if name.startswith("right"))
+    meta["scores"] = {name: 5 if name == preferred else 1 for name in meta["scores"]}
+    write_json(category / "category.json", meta)
+    return category
 
 
 def generate_twice(run: Path, image: Path) -> dict:
@@ -214,13 +312,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HUVI_CACHE", str(work / "cache"))
     os.environ.setdefault("HUVI_RUNS", str(work / "runs"))  # where `train` takes the GPU lock
     start = time.perf_counter()
-    weights = write_test_weights(args.weights)
-    emit({"step": "weights", "seconds": round(time.perf_counter() - start, 1), "base": str(weights.base), "motion_adapter": str(weights.motion_adapter)})
+    weights = {}
+    for preset in args.presets:  # a family's presets that share a model find it written
+        clock = time.perf_counter()
+        weights[preset] = family_for(load_config(preset).model).write_test_weights(args.weights)
+        emit({"step": "weights", "for": preset, "seconds": round(time.perf_counter() - clock, 1)} | weights[preset])
     failed = []
     for preset in args.presets:
-        category = direction_category(work / f"{preset}-category", clips=4, frames=8, size=64)
         try:
-            check_preset(preset, weights, work, category)
+            if preset in WAN_PRESETS:
+                check_wan_preset(preset, weights[preset], work, three_pair_category(work / f"{preset}-category"))
+            else:
+                check_preset(preset, weights[preset], work, direction_category(work / f"{preset}-category", clips=4, frames=8, size=64))
         except Exception as err:  # noqa: BLE001 (a failed check or a crash: report it, go on with the next preset)
             failed.append(preset)
             emit({"preset": preset, "failed": f"{type(err).__name__}: {err}"})

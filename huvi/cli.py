@@ -306,10 +306,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_weights(args: argparse.Namespace) -> int:
-    from huvi.config import ModelConfig
+    from huvi.config import load_config, preset_names
     from huvi.families import family_for
 
-    print(json.dumps(family_for(ModelConfig()).write_test_weights(args.dir, seed=args.seed, force=args.force)))  # the default family
+    configs = [load_config(name) for name in args.preset or preset_names()]
+    if not args.preset:  # every full-size preset of the family
+        configs = [cfg for cfg in configs if cfg.model.family == args.family and cfg.model.source != "tiny"]
+    models: dict[str, list[str]] = {}  # the models' weight sources -> the presets that use them
+    for cfg in configs:
+        if cfg.model.source == "tiny":
+            raise HuviError(f"Preset {cfg.preset} builds its tiny model in code; make-test-weights writes the full-size presets' models.")
+        family = family_for(cfg.model)
+        models.setdefault(json.dumps([family.name, family.weight_sources()]), []).append(cfg.preset)
+    for presets in models.values():
+        written = family_for(load_config(presets[0]).model).write_test_weights(args.dir, seed=args.seed, force=args.force)
+        print(json.dumps(written | {"presets": presets}), flush=True)  # one line per model, its --set values
     return 0
 
 

@@ -8,7 +8,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from huvi.families import ALL_EXPORT_FORMATS
+from huvi.families import ALL_EXPORT_FORMATS, DEFAULT_FAMILY, FAMILIES
 
 DESCRIPTION = "huvi: few-shot preference fine-tuning (a motion LoRA, then a Diffusion-DPO LoRA) of a text-to-video model."
 
@@ -55,7 +55,9 @@ A finished run holds RUN/adapters/motion.safetensors and dpo.safetensors; `gener
   python -m huvi bench --all-presets --estimate
   python -m huvi bench --preset sd15-24gb --load""",
     "make-test-weights": """examples:
-  python -m huvi make-test-weights /tmp/huvi-weights
+  python -m huvi make-test-weights /tmp/huvi-weights                      # SD1.5 + AnimateDiff, ~6 GB
+  python -m huvi make-test-weights /tmp/huvi-weights --family wan         # Wan 2.1 T2V-1.3B and Wan 2.2 TI2V-5B, ~19 GB
+  python -m huvi make-test-weights /tmp/huvi-weights --preset wan21-1.3b  # one preset's model
   python -m huvi make-test-weights /tmp/huvi-weights --seed 1 --force""",
 }
 
@@ -177,12 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub, "make-test-weights",
-        "write full-size SD1.5 and AnimateDiff folders with random weights (diffusers layout, ~6 GB) for offline checks",
-        "Writes DIR/stable-diffusion-v1-5 and DIR/animatediff-motion-adapter-v1-5-2 with full-size random "
-        "weights from huvi/configs/ (tokenizer built offline), so the real loading code runs without a download. "
-        "Point a preset at them with the printed --set values. A complete folder is reused.",
+        "write a family's full-size model folders with random weights (diffusers layout) for offline checks",
+        "Writes the full-size models of a family's presets with random weights from huvi/configs/ (tokenizers "
+        "built offline), so the real loading code runs without a download: for sd15 (the default) "
+        "DIR/stable-diffusion-v1-5 and DIR/animatediff-motion-adapter-v1-5-2 (~6 GB); for wan "
+        "DIR/Wan2.1-T2V-1.3B-Diffusers (~6 GB) and DIR/Wan2.2-TI2V-5B-Diffusers (~13 GB), each with a small UMT5 "
+        "standing in for UMT5-XXL (huvi.families.wan.full_size). Prints one JSON line per model with the --set "
+        "values that point a preset at it. A complete folder is reused.",
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="folder to write the two model folders into")
+    p.add_argument("dir", type=Path, metavar="DIR", help="folder to write the model folders into")
+    p.add_argument("--family", choices=sorted(FAMILIES), default=DEFAULT_FAMILY, help="write the models of every full-size preset of this family")
+    p.add_argument("--preset", action="append", metavar="NAME", help="write this preset's model instead (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--force", action="store_true", help="write them again even when DIR already holds them")
     return parser

@@ -32,17 +32,19 @@ def tiny_config(motion_steps: int = MOTION_STEPS, dpo_steps: int = DPO_STEPS) ->
     return load_config("tiny", {"motion": {"steps": motion_steps}, "dpo": {"steps": dpo_steps}})
 
 
-# The GPU presets; tests/test_real_path.py runs each of them at the tiny preset's size.
+# The GPU presets; tests/test_real_path.py runs each sd15 one at the tiny preset's size,
+# tests/test_wan_real_path.py each wan one at the wan-tiny preset's size.
 GPU_PRESETS = ("sd15-12gb", "sd15-16gb", "sd15-24gb")
+WAN_GPU_PRESETS = ("wan21-1.3b", "wan22-5b")
 
 
-def at_tiny_size(motion_steps: int = 2, dpo_steps: int = 3) -> list[str]:
-    """`--set` overrides that run a GPU preset on the CPU at the tiny preset's size: the tiny
-    model, its clip size and frame count, a few steps with a checkpoint after each, two sampling
-    steps, and bf16 (what `precision: auto` picks on a GPU; fp32 on a CPU). Everything else stays
-    the preset's own: 8-bit AdamW, gradient checkpointing, sparse-causal attention, adapter targets,
-    ranks and dropout, learning rates and beta."""
-    tiny = read_preset("tiny")
+def at_tiny_size(motion_steps: int = 2, dpo_steps: int = 3, tiny_preset: str = "tiny") -> list[str]:
+    """`--set` overrides that run a GPU preset on the CPU at the size of its family's tiny preset
+    (`tiny_preset`): the tiny model, its clip size and frame count, a few steps with a checkpoint
+    after each, two sampling steps, and bf16 (what `precision: auto` picks on a GPU; fp32 on a CPU).
+    Everything else stays the preset's own: 8-bit AdamW, gradient checkpointing, its attention,
+    adapter targets, ranks and dropout, learning rates and beta."""
+    tiny = read_preset(tiny_preset)
     return [
         "model.source=tiny",
         *(f"data.{key}={value}" for key, value in tiny["data"].items()),

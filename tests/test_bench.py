@@ -17,9 +17,12 @@ from huvi.bench.measure import peak_tflops
 from huvi.bench.step import build_setup
 from huvi.cli import main
 from huvi.config import ModelConfig, load_config
+from huvi.families import family_for
+from huvi.families.full_size import CONFIG_DIR
 from huvi.families.sd15 import full_size
 from huvi.families.sd15.checkpointing import CheckpointedMotionModule
 from huvi.families.sd15.models import load_unet
+from huvi.families.wan import full_size as wan_full_size
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,7 +151,27 @@ def test_peak_tflops_picks_the_most_specific_name():
     assert peak_tflops("Some Future GPU") is None
 
 
+@pytest.mark.parametrize(
+    "preset, transformer, vae, latents, expand_timesteps, shift",
+    [
+        ("wan21-1.3b", 1_418_996_800, 126_892_531, (16, 9, 60, 104), False, 3.0),  # 33 frames at 832x480: 8x VAE
+        ("wan22-5b", 4_999_787_712, 704_688_668, (48, 13, 30, 52), True, 5.0),  # 49 frames at 832x480: 16x VAE
+    ],
+)
+def test_full_size_wan_architectures_need_no_download(preset, transformer, vae, latents, expand_timesteps, shift):
+    """The Wan presets' Hub models from the shipped configs, on the meta device (HF_HUB_OFFLINE): the
+    transformer (1.42B / 5.0B), the VAE, UMT5-XXL's 5.7B-parameter encoder, and the pipelines' modes."""
+    cfg = load_config(preset)
+    family = family_for(cfg.model)
+    denoiser = family.random_denoiser("meta")
+    vae_model, text_encoder = family.random_encoders("meta")
+    assert (parameters(denoiser), parameters(vae_model), parameters(text_encoder)) == (transformer, vae, 5_680_910_336)
+    assert family.latent_shape(cfg.data, cfg.data.frames) == latents and family.prompt_shape == (512, 4096)
+    assert family.expand_timesteps == expand_timesteps and family.published_schedule().config.flow_shift == shift
+
+
 def test_architecture_configs_ship_with_the_package():
     assert '[tool.setuptools.package-data]\nhuvi = ["configs/*.json"]' in (ROOT / "pyproject.toml").read_text()
-    names = {full_size.SD15_UNET, full_size.SD15_VAE, full_size.SD15_TEXT_ENCODER, full_size.MOTION_ADAPTER}
-    assert {p.stem for p in full_size.CONFIG_DIR.glob("*.json")} == names
+    names = {full_size.SD15_UNET, full_size.SD15_VAE, full_size.SD15_TEXT_ENCODER, full_size.MOTION_ADAPTER, wan_full_size.UMT5_XXL}
+    names |= {name for arch in wan_full_size.ARCHITECTURES.values() for name in (arch.transformer, arch.vae)}
+    assert {p.stem for p in CONFIG_DIR.glob("*.json")} == names

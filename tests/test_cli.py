@@ -188,3 +188,31 @@ def test_module_train_bad_clip_is_one_error_line(category_copy, tmp_path):
     assert len(errors) == 1
     assert errors[0].startswith(f"error: {name}: could not be decoded as a video")
     assert lines(proc.stderr)[-1] == errors[0]
+
+
+# make-test-weights ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, written",
+    [
+        ([], [("sd15", ["sd15-12gb", "sd15-16gb", "sd15-24gb"])]),  # the default family: one model for its three presets
+        (["--family", "wan"], [("wan", ["wan21-1.3b"]), ("wan", ["wan22-5b"])]),
+        (["--preset", "wan22-5b"], [("wan", ["wan22-5b"])]),
+    ],
+)
+def test_make_test_weights_writes_each_selected_model_once(args, written, tmp_path, monkeypatch, capsys):
+    from huvi.families.sd15.family import SD15
+    from huvi.families.wan.family import Wan
+
+    def record(family, root, seed=0, force=False):
+        return {"family": family.name, "base": family.model.base}
+
+    monkeypatch.setattr(SD15, "write_test_weights", record)
+    monkeypatch.setattr(Wan, "write_test_weights", record)
+    assert main(["make-test-weights", str(tmp_path), *args]) == 0
+    printed = [json.loads(line) for line in lines(capsys.readouterr().out)]
+    assert [(row["family"], row["presets"]) for row in printed] == written
+
+
+def test_make_test_weights_refuses_a_tiny_preset(tmp_path, capsys):
+    assert main(["make-test-weights", str(tmp_path), "--preset", "wan-tiny"]) == EXIT_BAD_INPUT
+    assert error_lines(capsys.readouterr().err) == ["error: Preset wan-tiny builds its tiny model in code; make-test-weights writes the full-size presets' models."]

@@ -35,9 +35,10 @@ def _memory_efficient_sdpa(sdpa: Callable) -> Callable:
     """`sdpa` that runs unmasked attention as the memory-efficient kernel, which keeps no
     (queries x keys) score matrix, as on a GPU; on the meta device PyTorch picks the math path."""
 
-    def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
-        if attn_mask is not None or dropout_p or is_causal or kwargs:
-            return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kwargs)
+    def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, **kwargs):
+        # diffusers' attention dispatcher (Wan's processors) passes enable_gqa=False explicitly
+        if attn_mask is not None or dropout_p or is_causal or enable_gqa or kwargs:
+            return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, **kwargs)
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         return torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, None, grad, scale=scale)[0]  # (b, heads, n, d)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +30,14 @@ from diffusers import AutoencoderKL, MotionAdapter, PNDMScheduler, StableDiffusi
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from huvi.config import ModelConfig
+from huvi.families.full_size import MARKER, read_architecture, write_folder
 from huvi.families.sd15 import tiny
 from huvi.families.sd15.diffusion import SD15_SCHEDULER
 from huvi.families.sd15.models import assemble_unet
-from huvi.io import publish_dir, write_json
+from huvi.io import write_json
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # huvi/configs/, shipped as package data
 SD15_UNET = "sd15_unet"  # stable-diffusion-v1-5 unet/config.json
 SD15_VAE = "sd15_vae"  # stable-diffusion-v1-5 vae/config.json
 SD15_TEXT_ENCODER = "sd15_text_encoder"  # stable-diffusion-v1-5 text_encoder/config.json (CLIP ViT-L/14)
@@ -50,12 +49,6 @@ SD15_PNDM = {k: v for k, v in SD15_SCHEDULER.items() if k != "clip_sample"} | {"
 
 BASE_FOLDER = "stable-diffusion-v1-5"
 MOTION_FOLDER = "animatediff-motion-adapter-v1-5-2"
-MARKER = "huvi-test-weights.json"  # written last: a folder with it is complete
-
-
-def read_architecture(name: str) -> dict:
-    """The shipped config dict `huvi/configs/<name>.json`."""
-    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
 
 
 def full_size_unet(model: ModelConfig, device: torch.device | str) -> UNetMotionModel:
@@ -99,8 +92,8 @@ def write_test_weights(root: Path, seed: int = 0, force: bool = False) -> TestWe
     marker.unlink(missing_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _write(weights.base, lambda tmp: _sd15_pipeline().save_pretrained(tmp, safe_serialization=True))
-        _write(weights.motion_adapter, lambda tmp: MotionAdapter.from_config(read_architecture(MOTION_ADAPTER)).save_pretrained(tmp, safe_serialization=True))
+        write_folder(weights.base, lambda tmp: _sd15_pipeline().save_pretrained(tmp, safe_serialization=True))
+        write_folder(weights.motion_adapter, lambda tmp: MotionAdapter.from_config(read_architecture(MOTION_ADAPTER)).save_pretrained(tmp, safe_serialization=True))
     write_json(marker, stamp)
     logger.info("wrote full-size test weights to %s", root)
     return weights
@@ -116,11 +109,3 @@ def _sd15_pipeline() -> StableDiffusionPipeline:
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=PNDMScheduler(**SD15_PNDM),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-
-
-def _write(folder: Path, save) -> None:
-    """`save(tmp)` into a temporary folder beside `folder`, then rename it into place."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp)
-    publish_dir(tmp, folder)

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+from diffusers import UniPCMultistepScheduler
 
 from huvi.config import DataConfig
-from huvi.errors import HuviError
 from huvi.families.base import Encoders, ExportFormat, ModelFamily
 from huvi.families.sd15.sampling import sdedit_start
-from huvi.families.wan import diffusion, export, models, tiny
+from huvi.families.wan import diffusion, export, full_size, models, tiny
 from huvi.families.wan.card import render_card
 from huvi.families.wan.sampling import make_scheduler, sample_latents
 
@@ -38,9 +37,17 @@ class Wan(ModelFamily):
     smaller_presets: ClassVar[dict[str, str]] = {"wan22-5b": "wan21-1.3b"}
 
     @cached_property
+    def published(self) -> full_size.Architecture | None:
+        """The published model that model.base names, when it is a preset's (its modes are known without
+        a download); with model.source tiny the tiny components run in its modes, so a GPU preset at the
+        tiny size differs from it in sizes only."""
+        return full_size.ARCHITECTURES.get(self.model.base)
+
+    @cached_property
     def expand_timesteps(self) -> bool:
-        """Per-token timesteps with latent frame 0 at 0 (Wan 2.2 TI2V's image-to-video mode)."""
-        return models.expand_timesteps(self.model)
+        """Per-token timesteps with latent frame 0 at 0 (Wan 2.2 TI2V's image-to-video mode), as the
+        model's model_index.json says: the published model's, else the folder's."""
+        return self.published.expand_timesteps if self.published else models.expand_timesteps(self.model)
 
     @property
     def shift(self) -> float:
@@ -55,16 +62,20 @@ class Wan(ModelFamily):
         return models.load_encoders(self.model, dtype)
 
     def load_schedule(self) -> UniPCMultistepScheduler:
+        if self.model.source == "tiny" and self.published:
+            return self.published_schedule()
         return models.load_scheduler(self.model)
 
     def published_schedule(self) -> UniPCMultistepScheduler:
-        return UniPCMultistepScheduler(**diffusion.WAN21_SCHEDULER)
+        shift = self.published.flow_shift if self.published else diffusion.WAN21_SCHEDULER["flow_shift"]
+        return UniPCMultistepScheduler(**diffusion.WAN21_SCHEDULER | {"flow_shift": shift})
 
     def weight_sources(self) -> dict[str, str]:
         return {"base": self.model.base}
 
     def write_test_weights(self, root: Path, seed: int = 0, force: bool = False) -> dict:
-        raise HuviError("make-test-weights does not build Wan folders yet; use the sd15 presets for the full-size offline check.")
+        folder = full_size.write_test_weights(self.model.base, root, seed=seed, force=force)
+        return {"base": str(folder), "set": [f"model.base={folder}"]}
 
     def cache_id(self) -> dict:
         return {"family": self.name, "source": self.model.source, "base": self.model.base}
@@ -129,20 +140,18 @@ class Wan(ModelFamily):
     def random_denoiser(self, device: torch.device | str) -> torch.nn.Module:
         if self.model.source == "tiny":
             return models.load_transformer(self.model).to(device)
-        config = WanTransformer3DModel.load_config(self.model.base, subfolder="transformer")
-        with torch.device(device):
-            return WanTransformer3DModel.from_config(config)
+        return full_size.full_size_transformer(self.model.base, device)
 
     def random_encoders(self, device: torch.device | str) -> tuple[torch.nn.Module, torch.nn.Module]:
-        if self.model.source != "tiny":
-            raise HuviError("Random full-size Wan encoders are not built yet; bench the wan family with model.source=tiny.")
-        encoders = models.load_encoders(self.model)
-        return encoders.vae.to(device), encoders.text_encoder.to(device)
+        if self.model.source == "tiny":
+            encoders = models.load_encoders(self.model)
+            return encoders.vae.to(device), encoders.text_encoder.to(device)
+        return full_size.full_size_encoders(self.model.base, device)
 
     def _vae_config(self) -> dict:
         if self.model.source == "tiny":
             return {**tiny.VAE, "scale_factor_spatial": 8}
-        return AutoencoderKLWan.load_config(self.model.base, subfolder="vae")
+        return full_size.component_config(self.model.base, "vae")
 
     def latent_shape(self, data: DataConfig, frames: int) -> tuple[int, int, int, int]:
         vae = self._vae_config()

@@ -53,14 +53,15 @@ VAE = dict(
 TEXT = dict(d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8)
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer (one id per printable ASCII character) with T5's special tokens."""
+def build_tokenizer(max_length: int = TOKENS) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer (one id per printable ASCII character) with T5's special tokens,
+    for prompts of `max_length` tokens."""
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
     for char in string.printable:
         vocab.setdefault(char, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_length)
 
 
 def build_components() -> dict:
