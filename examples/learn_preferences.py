@@ -3,8 +3,9 @@
 For each toy preference in huvi.synthetic.PREFERENCES (a square moving right over left, growing
 over shrinking, gliding steadily over shaking) and each seed: a 12-clip category rated by that
 preference with a rater's noise (preferred 4-5, other 1-2), one motion stage, then two DPO stages
-from it: one on the ratings as given, one on the same clips with the ratings shuffled (a control
-whose held-out accuracy should stay near chance). Both are scored by `evaluate` on two held-out
+from it: one on the ratings as given, one on the same clips rated blind to the preference (a
+control: huvi.synthetic.shuffled_ratings gives the preferred clips and the others the same ratings,
+so its held-out accuracy should stay near chance). Both are scored by `evaluate` on two held-out
 categories of 12 clips made with other seeds, rated by the preference alone (5 or 1).
 
     python examples/learn_preferences.py [--preferences direction growth smoothness] [--seeds 1 2 3]
@@ -13,6 +14,7 @@ categories of 12 clips made with other seeds, rated by the preference alone (5 o
 Prints one JSON line per DPO stage, then a table of held-out accuracy per preference, mean ± standard
 deviation (min-max) over the seeds, for the rated runs and the controls. `--jobs 2` trains two stages
 at a time, one CPU thread each. The tiny preset's defaults are used unless `--set` says otherwise.
+Each DPO stage's figures are kept in its run folder (result.json); a rerun with --work reuses them.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
     parser.add_argument("--samples", type=int, default=16, help="noise/timestep draws per pair in evaluation")
     parser.add_argument("--jobs", type=int, default=2, help="stages trained at once (one CPU thread each)")
-    parser.add_argument("--no-control", action="store_true", help="skip the shuffled-ratings runs")
+    parser.add_argument("--no-control", action="store_true", help="skip the control runs")
     parser.add_argument("--work", type=Path, help="folder for categories and runs (default: a temporary one)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,7 +165,7 @@ def main() -> None:
             results[key, kind] = {"preference": preference, "seed": int(seed), "ratings": kind} | future.result()
             print(json.dumps(results[key, kind]), flush=True)
     print(f"\nheld-out accuracy, {len(args.seeds)} seeds, preset {args.preset} {' '.join(args.set)}")
-    print("| preference | ratings as given | shuffled ratings (control) |")
+    print("| preference | ratings as given | control (ratings blind to the preference) |")
     print("| --- | --- | --- |")
     for preference in args.preferences:
         cells = []
