@@ -7,22 +7,26 @@
 # folders in diffusers layout (`hf download stable-diffusion-v1-5/stable-diffusion-v1-5` and
 # `hf download guoyww/animatediff-motion-adapter-v1-5-2`); without them full-size random weights are
 # written first (`python -m huvi make-test-weights`, ~6 GB of disk). Speed and memory do not depend
-# on the weights' values. Steps, each logged to OUT:
+# on the weights' values. The steps run most telling first, so a check cut short by a lease still
+# returns the headline figures. Each is logged to OUT:
 #   1. environment     nvidia-smi, torch, the libraries                            env.txt
-#   2. bench           every GPU preset, huvi and naive, 3 warm-up + 10 steps      bench.jsonl
-#   3. load            each GPU preset's weights loaded, first step (bench --load) load.jsonl
-#   4. train           sd15-24gb at its own size, 10 + 10 steps, a checkpoint every 5; SIGKILL once
+#   2. bench           sd15-24gb, huvi and naive, then the Wan presets (huvi's step,
+#                      random full-size transformer, no weights on disk needed)    bench.jsonl
+#   3. train           sd15-24gb at its own size, 10 + 10 steps, a checkpoint every 5; SIGKILL once
 #                      dpo-000005 is written, --resume to the end                  train.log, train-metrics.jsonl
-#   5. generate        in the run's precision (auto: bf16 or fp16), with xformers (when installed)
+#   4. generate        in the run's precision (auto: bf16 or fp16), with xformers (when installed)
 #                      and with PyTorch SDPA, seconds each                         generate.jsonl
-#   6. out of memory   the process capped at 6 GB of GPU memory: the one sentence, exit 2, a checkpoint
+#   5. bench           the other SD1.5 GPU presets, huvi and naive                 bench.jsonl
+#   6. load            each SD1.5 GPU preset's weights loaded, first step          load.jsonl
+#   7. out of memory   the process capped at 6 GB of GPU memory: the one sentence, exit 2, a checkpoint
 #                                                                                  oom.log
-#   7. rows            Markdown rows for docs/BENCHMARKS.md                        rows.md (also printed)
-# HUVI_GPU_CHECK_STEPS=N sets the bench's timed steps (default 10). HUVI_GPU_CHECK_REHEARSAL=1 runs the
-# same steps on a CPU at 4 frames of 64x64 (the bench on the tiny preset, no out-of-memory step), to
-# check the script itself where no GPU is lent; its figures mean nothing. On this workplace's device
-# machine, carry diffusers and imageio-ffmpeg (and bitsandbytes if the budget allows) as wheels in
-# .whl: they are installed from there first (see /work/.library/device/README.md).
+#   8. rows            Markdown rows for docs/BENCHMARKS.md                        rows.md (also printed)
+# HUVI_GPU_CHECK_STEPS=N sets the bench's timed steps (default 10), HUVI_GPU_CHECK_WARMUP its
+# warm-up steps (default 3). HUVI_GPU_CHECK_REHEARSAL=1 runs the same steps on a CPU at 4 frames of
+# 64x64 (the bench on the tiny and wan-tiny presets, no out-of-memory step), to check the script
+# itself where no GPU is lent; its figures mean nothing. On this workplace's device machine, carry
+# diffusers, peft, imageio-ffmpeg and bitsandbytes as wheels in .whl: they are installed from there
+# first (see /work/.library/device/README.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-check}"
@@ -31,14 +35,16 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1
 export HUVI_CACHE="$OUT/cache" HUVI_RUNS="$OUT/runs"
 PY="${PYTHON:-python3}"
 STEPS="${HUVI_GPU_CHECK_STEPS:-10}"
+WARMUP="${HUVI_GPU_CHECK_WARMUP:-3}"
 REHEARSAL="${HUVI_GPU_CHECK_REHEARSAL:-}"
 PRESETS=(sd15-24gb sd15-16gb sd15-12gb)
+WAN_PRESETS=(wan21-1.3b wan22-5b)
 SIZE=()
 if [ -n "$REHEARSAL" ]; then
     SIZE=(--set data.frames=4 --set data.stride=1 --set data.width=64 --set data.height=64 --set data.max_cached_frames=4 --set generate.steps=2 --set precision=bf16)
-    STEPS=1
+    STEPS=1 WARMUP=1
 fi
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ -z "$REHEARSAL" ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:.
 fi
 step() { echo "== $*" >&2; }
@@ -49,6 +55,17 @@ step "1. environment"
   "$PY" -m pip list 2>/dev/null | grep -iE "^(diffusers|transformers|peft|accelerate|bitsandbytes|xformers|imageio) " ; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || [ -n "$REHEARSAL" ] || { echo "no CUDA GPU: this check is for a GPU machine (HUVI_GPU_CHECK_REHEARSAL=1 rehearses it on a CPU)" >&2; exit 2; }
+
+bench() {  # bench PRESET [ARGS...]: one preset's lines appended to bench.jsonl
+    local preset="$1"; shift
+    "$PY" -m huvi bench --preset "$preset" --steps "$STEPS" --warmup "$WARMUP" "$@" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log" || failed=1
+}
+
+step "2. bench: sd15-24gb, huvi and naive; the Wan presets, huvi"
+if [ -n "$REHEARSAL" ]; then bench tiny --naive; bench wan-tiny; else
+    bench sd15-24gb --naive
+    for preset in "${WAN_PRESETS[@]}"; do bench "$preset"; done
+fi
 
 if [ -n "${HUVI_SD15:-}" ] && [ -n "${HUVI_MOTION_ADAPTER:-}" ]; then
     SD15="$HUVI_SD15" MOTION="$HUVI_MOTION_ADAPTER"; echo "real weights: $SD15, $MOTION" >> "$OUT/env.txt"
@@ -61,17 +78,7 @@ else
 fi
 WEIGHTS=(--set "model.base=$SD15" --set "model.motion_adapter=$MOTION" "${SIZE[@]}")
 
-step "2. bench: every GPU preset, huvi and naive"
-for preset in $([ -n "$REHEARSAL" ] && echo tiny || echo "${PRESETS[@]}"); do
-    "$PY" -m huvi bench --preset "$preset" --naive --steps "$STEPS" --warmup 3 >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log" || failed=1
-done
-
-step "3. load: each preset's weights and its first step"
-for preset in "${PRESETS[@]}"; do
-    "$PY" -m huvi bench --load --preset "$preset" --stage dpo "${WEIGHTS[@]}" >> "$OUT/load.jsonl" 2>> "$OUT/load.log" || failed=1
-done
-
-step "4. train sd15-24gb at its own size: checkpoint, SIGKILL, resume"
+step "3. train sd15-24gb at its own size: checkpoint, SIGKILL, resume"
 CATEGORY="$OUT/category" RUN="$OUT/runs/gpu-check"
 rm -rf "$CATEGORY" "$RUN"
 "$PY" -c "from huvi.synthetic import direction_category; direction_category('$CATEGORY', clips=8, frames=40, size=512)"
@@ -85,7 +92,7 @@ wait "$pid" 2>/dev/null
 "$PY" -m huvi "${TRAIN[@]}" --resume >> "$OUT/train.log" 2>&1 || failed=1
 cp "$RUN/metrics.jsonl" "$OUT/train-metrics.jsonl" 2>/dev/null
 
-step "5. generate in the run's precision, with xformers and with SDPA"
+step "4. generate in the run's precision, with xformers and with SDPA"
 "$PY" -c "import numpy as np; from PIL import Image; Image.fromarray(np.random.default_rng(0).integers(0, 256, (320, 512, 3), dtype=np.uint8)).save('$OUT/first.png')"
 for backend in xformers sdpa; do
     copy="$OUT/runs/gpu-check-$backend"
@@ -105,7 +112,15 @@ PYTHON
 done
 grep -h "xformers is not installed" "$OUT/generate.log" | head -1
 
-step "6. out of memory, provoked"
+step "5. bench: the other SD1.5 GPU presets, huvi and naive"
+[ -n "$REHEARSAL" ] || for preset in "${PRESETS[@]:1}"; do bench "$preset" --naive; done
+
+step "6. load: each SD1.5 GPU preset's weights and its first step"
+for preset in "${PRESETS[@]}"; do
+    "$PY" -m huvi bench --load --preset "$preset" --stage dpo "${WEIGHTS[@]}" >> "$OUT/load.jsonl" 2>> "$OUT/load.log" || failed=1
+done
+
+step "7. out of memory, provoked"
 if [ -z "$REHEARSAL" ]; then
 "$PY" -c "
 import sys, torch
@@ -116,7 +131,7 @@ echo "exit $? (2 expected: one sentence naming a smaller preset)" >> "$OUT/oom.l
 tail -2 "$OUT/oom.log"
 fi
 
-step "7. rows for docs/BENCHMARKS.md"
+step "8. rows for docs/BENCHMARKS.md"
 "$PY" examples/bench_table.py "$OUT/bench.jsonl" "$OUT/load.jsonl" | tee "$OUT/rows.md"
 "$PY" -c "
 import json
