@@ -130,6 +130,11 @@ class DpoStageConfig(StageConfig):
     # A supervised pull on the winner beside the DPO loss: sft_weight * (beta / 2) * (e_w - ref_w), so
     # 1 pulls the winner's denoising error down as hard as DPO's strongest pull (huvi.losses.winner_anchor).
     sft_weight: float = 0.0
+    # DPO draws its timesteps, and held-out scoring spreads its draws, over the noisiest 1 - min_noise
+    # of the family's timestep distribution (its quantiles above min_noise). 0 is the paper's uniform
+    # draw; 0.5 keeps the noisier half, where a clip's layout and motion are decided, and leaves out
+    # the low-noise steps whose errors are about each clip's fine detail (README, "Does it learn?").
+    min_noise: float = 0.0
     eval_every: int = 50  # steps between held-out pair accuracy checks (only when data.holdout > 0)
     eval_samples: int = 8  # noise/timestep draws per pair when scoring held-out pairs
     adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(rank=16, alpha=32.0, dropout=0.1))
@@ -139,6 +144,7 @@ class DpoStageConfig(StageConfig):
         _check(self.beta > 0, f"dpo.beta must be positive, not {self.beta}.")
         _check(self.mode in ("clip", "dense"), f"dpo.mode must be clip or dense, not {self.mode!r}.")
         _check(self.sft_weight >= 0, f"dpo.sft_weight must be 0 or more, not {self.sft_weight}.")
+        _check(0 <= self.min_noise < 1, f"dpo.min_noise must be in [0, 1), not {self.min_noise}.")
         _check(self.eval_every >= 1 and self.eval_samples >= 1, "dpo.eval_every and dpo.eval_samples must be at least 1.")
 
 

@@ -99,12 +99,13 @@ def score_pairs(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     show_progress: bool = False,
+    min_noise: float = 0.0,
 ) -> PairScores:
     """Average each pair's implicit reward margin over `samples` (noise, timestep) draws; for
     segment pairs, each labelled segment's margin, oriented by its label (DenseDPO).
 
     Every clip is scored under the same draws (one noise per draw, timesteps spread evenly by
-    the family's `eval_timesteps`), on the latent frames of its first `frames` frames, unflipped;
+    the family's `eval_timesteps` above quantile `min_noise`, as DPO trained), on the latent frames of its first `frames` frames, unflipped;
     the model is the UNet as it is (motion and dpo adapters active), the reference the same UNet
     with only the motion adapter.
     """
@@ -118,7 +119,7 @@ def score_pairs(
     latents = torch.stack([clips[n].latents[:, : family.latent_frames(frames)] for n in names]).to(device, text.dtype)  # (n, c, f, h, w)
     gen = torch.Generator().manual_seed(derived_seed(seed, "eval"))
     noise = torch.randn((samples, *latents.shape[1:]), generator=gen).to(device, text.dtype)  # (k, c, f, h, w)
-    timesteps = family.eval_timesteps(samples).to(device)
+    timesteps = family.eval_timesteps(samples, min_noise).to(device)
     text = text.to(device).unsqueeze(0)  # (1, tokens, dim)
     reduce = frame_errors if per_segment else per_sample_error
     try:  # training goes on after an out-of-memory error here (huvi.trainer): leave the mode as it was
@@ -164,5 +165,5 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     return score_pairs(
         unet, family, latents.clips, pairs, latents.prompt_embeds.to(dtype), cfg.data.frames,
         cfg.dpo.beta, samples or cfg.dpo.eval_samples, cfg.seed, device,
-        lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), show_progress,
+        lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32), show_progress, cfg.dpo.min_noise,
     )

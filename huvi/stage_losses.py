@@ -49,9 +49,9 @@ class StageLosses:
     def _text(self, n: int) -> torch.Tensor:
         return self.latents.prompt_embeds.to(self.device, self.dtype).unsqueeze(0).expand(n, -1, -1)  # (n, tokens, dim)
 
-    def _noise(self, shape, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _noise(self, shape, gen: torch.Generator, low: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         noise = torch.randn(shape, generator=gen).to(self.device, self.dtype)
-        timesteps = self.family.sample_timesteps(shape[0], gen).to(self.device)
+        timesteps = self.family.sample_timesteps(shape[0], gen, low).to(self.device)
         return noise, timesteps
 
     def motion(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
@@ -74,7 +74,7 @@ class StageLosses:
 
     def _pair_errors(self, model, latents_1: torch.Tensor, latents_2: torch.Tensor, gen: torch.Generator, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """`pair_errors` under this micro-batch's noise and timestep (drawn from `gen`)."""
-        noise, timesteps = self._noise(latents_1.shape, gen)
+        noise, timesteps = self._noise(latents_1.shape, gen, self.cfg.dpo.min_noise)
         text = self.latents.prompt_embeds.to(self.device, self.dtype)
         return pair_errors(model, self.base, self.family, latents_1, latents_2, text, noise, timesteps, self.autocast, masks)
 

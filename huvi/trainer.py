@@ -350,7 +350,7 @@ class _Trainer:
         scores = score_pairs(
             self.unet, self.family, self.latents.clips, self.pairs_val,
             self.latents.prompt_embeds.to(self.weight_dtype), self.cfg.data.frames, self.cfg.dpo.beta,
-            self.cfg.dpo.eval_samples, self.cfg.seed, self.device, self.accelerator.autocast,
+            self.cfg.dpo.eval_samples, self.cfg.seed, self.device, self.accelerator.autocast, min_noise=self.cfg.dpo.min_noise,
         )
         return {"val_accuracy": scores.accuracy, "val_reward_margin": round(scores.reward_margin, 6)}
 

@@ -125,3 +125,20 @@ def test_a_flow_matching_family_fits_the_dpo_forward_pass_unchanged():
 @pytest.mark.parametrize("path", FAMILY_USERS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_code_that_uses_a_family_never_names_a_model(path):
     assert _model_names(path) == []
+
+
+@pytest.mark.parametrize("preset", ["tiny", "wan-tiny"])
+def test_min_noise_keeps_dpo_timesteps_and_scoring_in_the_noisier_share(preset):
+    """dpo.min_noise = 0.5: training draws and held-out scoring both come from the upper half of the
+    family's timestep distribution (quantiles above 0.5); 0 leaves both exactly as before."""
+    family = family_for(load_config(preset).model)
+    everywhere = family.sample_timesteps(4000, torch.Generator().manual_seed(0))
+    upper = family.sample_timesteps(4000, torch.Generator().manual_seed(0), 0.5)
+    cut = everywhere.float().quantile(0.5).item()
+    assert (upper.float() >= cut - 0.02 * 1000).all() and upper.float().min() < cut + 0.02 * 1000
+    assert torch.equal(family.sample_timesteps(5, torch.Generator().manual_seed(3), 0.0), family.sample_timesteps(5, torch.Generator().manual_seed(3)))
+    scored = family.eval_timesteps(8, 0.5)
+    assert scored.float().min() >= cut - 0.02 * 1000 and (scored.diff() > 0).all()
+    assert torch.equal(family.eval_timesteps(8, 0.0), family.eval_timesteps(8))
+    with pytest.raises(HuviError, match="dpo.min_noise must be in"):
+        load_config(preset, ["dpo.min_noise=1"])

@@ -168,12 +168,13 @@ class ModelFamily(ABC):
 
     # training ----------------------------------------------------------------------------------
     @abstractmethod
-    def sample_timesteps(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """(n,) training timesteps drawn from `gen` (one per clip, or per pair)."""
+    def sample_timesteps(self, n: int, gen: torch.Generator, low: float = 0.0) -> torch.Tensor:
+        """(n,) training timesteps drawn from `gen` (one per clip, or per pair). `low` in [0, 1):
+        only the noisiest 1 - low of the family's timestep distribution (its quantiles above `low`)."""
 
     @abstractmethod
-    def eval_timesteps(self, samples: int) -> torch.Tensor:
-        """(samples,) timesteps spread evenly over the schedule, for scoring pairs."""
+    def eval_timesteps(self, samples: int, low: float = 0.0) -> torch.Tensor:
+        """(samples,) timesteps spread evenly over the schedule above quantile `low`, for scoring pairs."""
 
     @abstractmethod
     def noisy_input(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

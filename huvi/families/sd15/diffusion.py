@@ -40,9 +40,10 @@ def prediction_target(latents: torch.Tensor, noise: torch.Tensor, timesteps: tor
     raise ValueError(f"unsupported prediction_type {kind!r}")
 
 
-def eval_timesteps(samples: int, num_train_timesteps: int) -> torch.Tensor:
-    """`samples` timesteps spread evenly over [0, T): the centres of equal strata."""
-    return ((torch.arange(samples) + 0.5) * num_train_timesteps / samples).long()
+def eval_timesteps(samples: int, num_train_timesteps: int, low: float = 0.0) -> torch.Tensor:
+    """`samples` timesteps spread evenly over [low T, T): the centres of equal strata."""
+    start = round(low * num_train_timesteps)
+    return (start + (torch.arange(samples) + 0.5) * (num_train_timesteps - start) / samples).long()
 
 
 def predict(unet, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

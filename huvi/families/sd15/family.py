@@ -52,11 +52,12 @@ class SD15(ModelFamily):
         return {"source": self.model.source, "base": self.model.base}
 
     # training ----------------------------------------------------------------------------------
-    def sample_timesteps(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randint(0, self.schedule.config.num_train_timesteps, (n,), generator=gen)
+    def sample_timesteps(self, n: int, gen: torch.Generator, low: float = 0.0) -> torch.Tensor:
+        steps = self.schedule.config.num_train_timesteps
+        return torch.randint(round(low * steps), steps, (n,), generator=gen)
 
-    def eval_timesteps(self, samples: int) -> torch.Tensor:
-        return eval_timesteps(samples, self.schedule.config.num_train_timesteps)
+    def eval_timesteps(self, samples: int, low: float = 0.0) -> torch.Tensor:
+        return eval_timesteps(samples, self.schedule.config.num_train_timesteps, low)
 
     def noisy_input(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return first_frame_noisy(latents, noise, timesteps, self.schedule)

@@ -34,14 +34,15 @@ def shifted_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
-def sample_timesteps(n: int, shift: float, gen: torch.Generator) -> torch.Tensor:
-    """(n,) training timesteps sigma * 1000, sigma shifted from u ~ U[0, 1)."""
-    return shifted_sigmas(torch.rand(n, generator=gen), shift) * NUM_TRAIN_TIMESTEPS
+def sample_timesteps(n: int, shift: float, gen: torch.Generator, low: float = 0.0) -> torch.Tensor:
+    """(n,) training timesteps sigma * 1000, sigma shifted from u ~ U[low, 1)."""
+    u = low + (1 - low) * torch.rand(n, generator=gen)
+    return shifted_sigmas(u, shift) * NUM_TRAIN_TIMESTEPS
 
 
-def eval_timesteps(samples: int, shift: float) -> torch.Tensor:
-    """`samples` timesteps at the shifted centres of equal strata of u, for scoring pairs."""
-    u = (torch.arange(samples) + 0.5) / samples
+def eval_timesteps(samples: int, shift: float, low: float = 0.0) -> torch.Tensor:
+    """`samples` timesteps at the shifted centres of equal strata of u in [low, 1), for scoring pairs."""
+    u = low + (1 - low) * (torch.arange(samples) + 0.5) / samples
     return shifted_sigmas(u, shift) * NUM_TRAIN_TIMESTEPS
 
 

@@ -81,11 +81,11 @@ class Wan(ModelFamily):
         return {"family": self.name, "source": self.model.source, "base": self.model.base}
 
     # training ----------------------------------------------------------------------------------
-    def sample_timesteps(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return diffusion.sample_timesteps(n, self.shift, gen)
+    def sample_timesteps(self, n: int, gen: torch.Generator, low: float = 0.0) -> torch.Tensor:
+        return diffusion.sample_timesteps(n, self.shift, gen, low)
 
-    def eval_timesteps(self, samples: int) -> torch.Tensor:
-        return diffusion.eval_timesteps(samples, self.shift)
+    def eval_timesteps(self, samples: int, low: float = 0.0) -> torch.Tensor:
+        return diffusion.eval_timesteps(samples, self.shift, low)
 
     def noisy_input(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return diffusion.first_frame_noisy(latents, noise, timesteps)
