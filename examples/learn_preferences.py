@@ -45,7 +45,23 @@ def held_out_seed(seed: int, j: int) -> int:
     return 1000 + 10 * seed + j  # never a training seed
 
 
-def _worker_init() -> None:
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """--jobs and --work, as every sweep script here takes them."""
+    parser.add_argument("--jobs", type=int, default=2, help="stages trained at once (one CPU thread each)")
+    parser.add_argument("--work", type=Path, help="folder for categories and runs (default: a temporary one)")
+
+
+def sweep_folder(work: Path | None, prefix: str) -> Path:
+    """The sweep's folder (a temporary one when `work` is None), offline, one thread a process,
+    with its latent cache inside."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    work = work or Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.setdefault("HUVI_CACHE", str(work / "cache"))
+    return work
+
+
+def worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -121,14 +137,10 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
     parser.add_argument("--samples", type=int, default=16, help="noise/timestep draws per pair in evaluation")
-    parser.add_argument("--jobs", type=int, default=2, help="stages trained at once (one CPU thread each)")
     parser.add_argument("--no-control", action="store_true", help="skip the control runs")
-    parser.add_argument("--work", type=Path, help="folder for categories and runs (default: a temporary one)")
+    add_sweep_options(parser)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    work = args.work or Path(tempfile.mkdtemp(prefix="huvi-prefs-"))
-    os.environ.setdefault("HUVI_CACHE", str(work / "cache"))
+    work = sweep_folder(args.work, "huvi-prefs-")
     kinds = ["rated"] if args.no_control else ["rated", "shuffled"]
     combos = [(p, s) for p in args.preferences for s in args.seeds]
     held_out, motions, dpos = {}, {}, {}
@@ -146,7 +158,7 @@ def main() -> None:
     # DPO settings (dpo.*, data.holdout) leave the motion stage as it is: a sweep over them reuses it.
     motion_sets = [s for s in args.set if not s.startswith(("dpo.", "data.holdout"))]
     motion_tag, tag = _tag([args.preset, *motion_sets]), _tag([args.preset, *args.set])
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
         for preference, seed in combos:
             key = f"{preference}-{seed}"
             motions[key] = pool.submit(motion_stage, args.preset, motion_sets, str(work / f"{key}-rated"), str(work / f"{key}-motion-{motion_tag}"))

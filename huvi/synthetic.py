@@ -5,8 +5,9 @@ squares moving right are rated 4-5 and squares moving left 1-2; start positions,
 and speeds vary, so neither the first nor the last frame alone gives the rating away. A
 `preference_category` is rated by one of PREFERENCES (growing over shrinking, a steady glide over
 a shaking one, ...) and holds couples of clips that differ only in that preference. In a
-"flicker" category (DenseDPO) each explicit pair is two copies of one clip that differ only by a
-flicker in some of their segments, labelled per segment and per clip.
+`defect_category` (DenseDPO) each explicit pair is two copies of one clip that differ only by a
+short defect in some of their segments (a whole-frame flicker, or a smear local to the moving
+square), labelled per segment and per clip.
 """
 
 from __future__ import annotations
@@ -165,16 +166,34 @@ def flicker(clip: np.ndarray, frames: Iterable[int], stride: int, gain: int = 80
     return out
 
 
+def smear(clip: np.ndarray, frames: Iterable[int], stride: int, reach: int = 2) -> np.ndarray:
+    """A copy of `clip` whose training frames `frames` are each replaced by the mean of the
+    training frames `reach` either side: a ghosting smear. Where nothing moves the mean is the frame
+    itself, so the defect is local: the square and its trail, a small share of the frame. Every
+    source frame a training frame stands for is changed, as in `flicker`."""
+    out = clip.copy()
+    source = clip.astype(np.float32)
+    for j in frames:
+        for i in range(j * stride, (j + 1) * stride):
+            around = [i + k * stride for k in range(-reach, reach + 1) if 0 <= i + k * stride < len(clip)]
+            out[i] = source[around].mean(axis=0).round().astype(np.uint8)
+    return out
+
+
+DEFECTS = {"flicker": flicker, "smear": smear}
+
+
 def _labels(defects_a: np.ndarray, defects_b: np.ndarray) -> tuple[list[str], str]:
-    """Per segment: the clip without the flicker where only one has it, else a tie; per clip: the
-    one with fewer flickering segments, a tie when they have as many."""
+    """Per segment: the clip without the defect where only one has it, else a tie; per clip: the
+    one with fewer defective segments, a tie when they have as many."""
     segments = ["a" if b and not a else "b" if a and not b else "tie" for a, b in zip(defects_a, defects_b)]
     count_a, count_b = int(defects_a.sum()), int(defects_b.sum())
     return segments, "a" if count_a < count_b else "b" if count_b < count_a else "tie"
 
 
-def flicker_category(
+def defect_category(
     root: Path,
+    defect: str = "flicker",
     pairs: int = 12,
     seed: int = 0,
     segments: int = 4,
@@ -186,12 +205,12 @@ def flicker_category(
     prompt: str = "a square sliding across the frame",
 ) -> Path:
     """Write a category of explicit pairs whose two clips are one moving square, alike but for a
-    flicker in some segments (`chance` each, per clip), labelled both ways: "segments" (the clip
-    without the flicker where only one has it) and "winner" (the clip with fewer flickering
-    segments, or "tie"). Pairs with no segment preference are redrawn.
+    `defect` (one of DEFECTS) in some segments (`chance` each, per clip), labelled both ways:
+    "segments" (the clip without the defect where only one has it) and "winner" (the clip with fewer
+    defective segments, or "tie"). Pairs with no segment preference are redrawn.
 
-    Clips are `frames * stride` source frames long, the window training reads; a segment's flicker
-    brightens the segment's last frame, so frame 0 is never touched. `rated` clean
+    Clips are `frames * stride` source frames long, the window training reads; a segment's defect
+    is on the segment's last frame, so frame 0 is never touched. `rated` clean
     clips, all rated 3, give the motion stage clips to learn from and form no rating pairs.
     """
     root = Path(root)
@@ -213,8 +232,24 @@ def flicker_category(
                 break
         names = [f"pair_{seed}_{i:02d}_{side}.mp4" for side in "ab"]
         for name, defects in zip(names, (defects_a, defects_b)):
-            flashes = [k * span + span - 1 for k in np.flatnonzero(defects)]  # each flickering segment's last frame
-            write_clip(root / "clips" / name, flicker(base, flashes, stride))
+            spoilt = [k * span + span - 1 for k in np.flatnonzero(defects)]  # each defective segment's last frame
+            write_clip(root / "clips" / name, DEFECTS[defect](base, spoilt, stride))
         entries.append({"a": names[0], "b": names[1], "winner": winner, "segments": labels})
     write_json(root / "category.json", {"prompt": prompt, "scores": scores, "pairs": entries})
     return root
+
+
+def shuffled_labels(root: Path, seed: int) -> None:
+    """A control whose labels are blind to the defect, for a `defect_category`: exactly half of
+    the labelled segments, and half of the clip winners, chosen at random, name the other clip. The
+    clean side of a segment then wins as often as it loses, and so does the clip with fewer defects."""
+    meta = json.loads((Path(root) / "category.json").read_text())
+    rng = np.random.default_rng(seed)
+    other = {"a": "b", "b": "a"}
+    segments = [(i, k) for i, pair in enumerate(meta["pairs"]) for k, label in enumerate(pair["segments"]) if label != "tie"]
+    for i, k in (segments[j] for j in rng.permutation(len(segments))[: len(segments) // 2]):
+        meta["pairs"][i]["segments"][k] = other[meta["pairs"][i]["segments"][k]]
+    winners = [i for i, pair in enumerate(meta["pairs"]) if pair["winner"] != "tie"]
+    for i in (winners[j] for j in rng.permutation(len(winners))[: len(winners) // 2]):
+        meta["pairs"][i]["winner"] = other[meta["pairs"][i]["winner"]]
+    write_json(Path(root) / "category.json", meta)

@@ -18,7 +18,7 @@ from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.families.sd15.models import load_encoders
 from huvi.pairs import form_pairs
-from huvi.synthetic import moving_square, preference_category, shuffled_ratings
+from huvi.synthetic import defect_category, moving_square, preference_category, shuffled_labels, shuffled_ratings
 from huvi.video import read_clip, write_clip
 
 BUNNY_FRAMES, BUNNY_W, BUNNY_H = 132, 1280, 720
@@ -308,3 +308,20 @@ def test_the_shuffled_control_lets_the_preferred_clips_win_as_many_pairs_as_they
     assert sum(scores[n] >= 4 for n in preferred) == 3
     wins = [1 if p.winner in preferred else -1 for p in form_pairs(scores, 0) if (p.winner in preferred) != (p.loser in preferred)]
     assert wins and sum(wins) == 0
+
+
+def test_a_smear_is_local_and_the_shuffled_labels_name_the_clean_clip_half_the_time(tmp_path):
+    root = defect_category(tmp_path, "smear", pairs=8, seed=3, frames=8, stride=2, size=32)
+    true = json.loads((root / "category.json").read_text())["pairs"]
+    pair = true[0]
+    spoilt, clean = (pair["a"], pair["b"]) if pair["winner"] == "b" else (pair["b"], pair["a"])
+    changed = np.abs(read_clip(root / "clips" / spoilt, None, None).astype(int) - read_clip(root / "clips" / clean, None, None).astype(int)).max(-1) > 16
+    assert 0 < changed.mean() < 0.05  # a few frames, and in them the square's neighbourhood only
+    assert changed[0].sum() == 0  # frame 0 is never touched
+    shuffled_labels(root, seed=3)
+    shuffled = json.loads((root / "category.json").read_text())["pairs"]
+    kept = [a == b for t, s in zip(true, shuffled) for a, b in zip(t["segments"], s["segments"]) if a != "tie"]
+    assert len(kept) >= 4 and sum(kept) == len(kept) - len(kept) // 2
+    winners = [t["winner"] == s["winner"] for t, s in zip(true, shuffled) if t["winner"] != "tie"]
+    assert sum(winners) == len(winners) - len(winners) // 2
+    assert all(s["segments"].count("tie") == t["segments"].count("tie") for t, s in zip(true, shuffled))

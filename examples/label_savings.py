@@ -1,0 +1,160 @@
+"""DenseDPO's label savings, measured on a toy: segment labels on a third of the pairs against clip
+labels on all of them, over several seeds, each against a control with labels blind to the defect.
+
+The toy (huvi.synthetic.defect_category): explicit pairs of two copies of one moving square that
+differ only by a short defect in some of their 4 segments of 2 frames, by default a smear local to
+the square (its last frame in the segment is the mean of its neighbours: a ghost trail over a small
+share of the frame). Each pair is labelled per segment (the clip without the defect where only one
+has it) and per clip (the one with fewer defective segments; a tie when they have as many, which
+teaches clip-level DPO nothing), so a clip label blurs which part was bad.
+
+Per seed: one motion stage on the clean rated clips (the same for every run of the seed), then DPO
+stages from it: clip labels on all the pairs (dpo.mode=clip), segment labels on the first third
+(dpo.mode=dense), and each again with shuffled labels (huvi.synthetic.shuffled_labels: half of the
+labels, chosen at random, name the other clip: a control that should stay near chance). Each is
+scored on two held-out categories made with other seeds, per labelled segment (`evaluate --mode
+dense`) and per pair with a clip-level winner (`evaluate --mode clip`).
+
+    python examples/label_savings.py [--seeds 1 2 3 4 5] [--pairs 12] [--defect smear] [--jobs 2]
+                                     [--all-settings] [--set key=value ...] [--work DIR]
+
+Prints one JSON line per DPO stage, then held-out accuracy per setting, mean ± standard deviation
+(min-max) over the seeds. `--all-settings` adds segment labels on all pairs and clip labels on a
+third. Each stage's figures are kept in its run folder (result.json); a rerun with --work reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "examples"))
+
+from learn_preferences import add_sweep_options, summary, sweep_folder, worker_init
+
+from huvi.io import write_json
+from huvi.synthetic import DEFECTS, defect_category, shuffled_labels
+
+HELD_OUT_SETS = 2
+SETTINGS = {  # name: (dpo.mode, share of the pairs)
+    "clip labels, all pairs": ("clip", 1.0),
+    "segment labels, a third": ("dense", 1 / 3),
+}
+MORE_SETTINGS = {"segment labels, all pairs": ("dense", 1.0), "clip labels, a third": ("clip", 1 / 3)}
+
+
+def keep_pairs(source: Path, dest: Path, count: int) -> Path:
+    """A copy of category `source` with only its first `count` explicit pairs (and their clips)."""
+    shutil.copytree(source, dest)
+    meta = json.loads((dest / "category.json").read_text())
+    for pair in meta["pairs"][count:]:
+        for name in (pair["a"], pair["b"]):
+            (dest / "clips" / name).unlink()
+    meta["pairs"] = meta["pairs"][:count]
+    write_json(dest / "category.json", meta)
+    return dest
+
+
+def motion_stage(overrides: list[str], category: str, run: str) -> None:
+    from huvi.config import load_config
+    from huvi.runs import Run
+    from huvi.trainer import train
+
+    if not Run(Path(run)).adapter_path("motion").is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        train(load_config("tiny", overrides), Path(category), Path(run), stages=["motion"], show_progress=False)
+
+
+def dpo_stage(motion_run: str, category: str, run: str, mode: str, held_out: list[str], samples: int, overrides: list[str]) -> dict:
+    """DPO in `mode` on `category` from a copy of the motion run; held-out accuracy per segment and per pair."""
+    from huvi.config import load_config
+    from huvi.evaluate import evaluate_run
+    from huvi.runs import Run
+    from huvi.trainer import train
+
+    done = Path(run, "result.json")
+    if done.is_file():
+        return json.loads(done.read_text())
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(motion_run, run)
+    cfg = load_config("tiny", [*overrides, f"dpo.mode={mode}"])
+    Run(Path(run)).write_config(cfg)
+    start = time.perf_counter()
+    train(cfg, Path(category), Path(run), stages=["dpo"], resume=True, show_progress=False)
+    seconds = time.perf_counter() - start
+    labels = json.loads(Path(category, "category.json").read_text())["pairs"]
+    result = {"labelled_pairs": len(labels), "dpo_seconds": round(seconds)}
+    for unit, scoring in (("segment", "dense"), ("pair", "clip")):
+        scores = [evaluate_run(Path(run), Path(h), samples, False, mode=scoring) for h in held_out]
+        counts = [s.segments if unit == "segment" else s.pairs for s in scores]
+        result[f"held_out_{unit}"] = round(sum(s.accuracy * c for s, c in zip(scores, counts)) / sum(counts), 3)
+        result[f"held_out_{unit}s"] = sum(counts)
+    write_json(done, result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="training-category seeds")
+    parser.add_argument("--pairs", type=int, default=12, help="labelled pairs of each training category")
+    parser.add_argument("--defect", default="smear", choices=list(DEFECTS))
+    parser.add_argument("--samples", type=int, default=8, help="noise/timestep draws per pair in evaluation")
+    parser.add_argument("--all-settings", action="store_true", help="also segment labels on all pairs and clip labels on a third")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a tiny-preset setting")
+    add_sweep_options(parser)
+    args = parser.parse_args()
+    work = sweep_folder(args.work, "huvi-label-savings-")
+    settings = SETTINGS | (MORE_SETTINGS if args.all_settings else {})
+    kinds = ("labels", "shuffled")
+    tag = f"{args.defect}-{args.pairs}"
+    categories, held_out = {}, {}
+    for seed in args.seeds:
+        full = work / f"{tag}-{seed}-train"
+        if not (full / "category.json").is_file():
+            defect_category(full, args.defect, pairs=args.pairs, seed=seed)
+        held_out[seed] = [str(work / f"{tag}-{seed}-held-out-{j}") for j in range(HELD_OUT_SETS)]
+        for j, folder in enumerate(held_out[seed]):
+            if not Path(folder, "category.json").is_file():
+                defect_category(Path(folder), args.defect, pairs=12, seed=100 + 10 * seed + j)
+        for name, (_, share) in settings.items():
+            for kind in kinds:
+                folder = work / f"{tag}-{seed}-{round(share * 100)}-{kind}"
+                if not (folder / "category.json").is_file():
+                    keep_pairs(full, folder, max(1, round(args.pairs * share)))
+                    if kind == "shuffled":
+                        shuffled_labels(folder, seed)
+                categories[seed, name, kind] = folder
+    results: dict[tuple[int, str, str], dict] = {}
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
+        motions = {seed: pool.submit(motion_stage, args.set, str(work / f"{tag}-{seed}-train"), str(work / f"{tag}-{seed}-motion")) for seed in args.seeds}
+        for future in motions.values():
+            future.result()
+        futures = {
+            (seed, name, kind): pool.submit(
+                dpo_stage, str(work / f"{tag}-{seed}-motion"), str(categories[seed, name, kind]),
+                str(work / f"{tag}-{seed}-run-{mode}-{round(share * 100)}-{kind}"), mode, held_out[seed], args.samples, args.set,
+            )
+            for seed in args.seeds for name, (mode, share) in settings.items() for kind in kinds
+        }  # fmt: skip
+        for (seed, name, kind), future in futures.items():
+            results[seed, name, kind] = {"seed": seed, "setting": name, "labels": kind} | future.result()
+            print(json.dumps(results[seed, name, kind]), flush=True)
+    print(f"\nheld-out accuracy, {args.defect} toy, {args.pairs} pairs, seeds {' '.join(map(str, args.seeds))} {' '.join(args.set)}")
+    print("| setting | labelled pairs | per segment | per pair | control per segment | control per pair |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in settings:
+        rows = {kind: [r for (s, n, k), r in results.items() if n == name and k == kind] for kind in kinds}
+        cells = [summary([r[f"held_out_{unit}"] for r in rows[kind]]) for kind in kinds for unit in ("segment", "pair")]
+        print(f"| {name} | {rows['labels'][0]['labelled_pairs']} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
