@@ -12,6 +12,7 @@
 #   1. environment     nvidia-smi, torch, the libraries                            env.txt
 #   2. bench           sd15-24gb, huvi and naive, then the Wan presets (huvi's step,
 #                      random full-size transformer, no weights on disk needed)    bench.jsonl
+#                      and 2 more steps of each under torch.profiler               profile/PRESET-STAGE[-naive].txt
 #   3. train           sd15-24gb at its own size, 10 + 10 steps, a checkpoint every 5; SIGKILL once
 #                      dpo-000005 is written, --resume to the end                  train.log, train-metrics.jsonl
 #   4. generate        in the run's precision (auto: bf16 or fp16), with xformers (when installed)
@@ -58,7 +59,7 @@ cat "$OUT/env.txt"
 
 bench() {  # bench PRESET [ARGS...]: one preset's lines appended to bench.jsonl
     local preset="$1"; shift
-    "$PY" -m huvi bench --preset "$preset" --steps "$STEPS" --warmup "$WARMUP" "$@" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log" || failed=1
+    "$PY" -m huvi bench --preset "$preset" --steps "$STEPS" --warmup "$WARMUP" --profile "$OUT/profile" "$@" >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log" || failed=1
 }
 
 step "2. bench: sd15-24gb, huvi and naive; the Wan presets, huvi"

@@ -287,6 +287,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         load=args.load,
         overrides=list(args.set or []),
         peak_tflops=args.peak_tflops,
+        profile=args.profile,
     )
     out = args.json_out.open("w", encoding="utf-8") if args.json_out else None
 

@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, as for `huvi train` (repeatable)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for a GPU not in the built-in table")
+    p.add_argument("--profile", type=Path, metavar="DIR", help="profile 2 more steps per configuration; the operators' table goes to DIR")
     p.add_argument("--json-out", type=Path, help="also write the JSON lines to this file")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 

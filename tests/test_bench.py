@@ -84,6 +84,14 @@ def test_tiny_bench_runs_both_stages_and_the_naive_baseline(tmp_path, capsys):
     assert naive_dpo["params_total"] > 2 * huvi_dpo["params_total"] - huvi_dpo["params_trainable"]  # a second UNet
 
 
+def test_profile_writes_the_operators_table_after_the_timed_steps(tmp_path, capsys):
+    (row,) = run_bench(["--preset", "tiny", "--stage", "dpo", "--steps", "1", "--warmup", "0", "--profile", str(tmp_path)], capsys)
+    assert len(row["step_s"]) == 1  # the profiled steps are not timed
+    table = (tmp_path / "tiny-dpo.txt").read_text()
+    assert row["profile"] == str(tmp_path / "tiny-dpo.txt") and "aten::" in table and "self_cpu_time_total" in table
+    assert row["profile_aten_ops_per_step"] > 100 and row["profile_kernels_per_step"] is None  # no device kernels on a CPU
+
+
 def test_estimate_lines_show_what_checkpointing_saves(capsys):
     rows = run_bench(["--preset", "tiny", "--stage", "motion", "--estimate", "--set", "model.gradient_checkpointing=true"], capsys)
     assert [r["gradient_checkpointing"] for r in rows] == [True, False]

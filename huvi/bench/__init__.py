@@ -11,6 +11,7 @@ resolution. `--load` instead loads the preset's real weights (Hub ids or folders
                   naive/huvi isolates those four choices
     measure.py    warm-up plus N timed steps: memory, speed, MFU (`--naive` in the same process)
     estimate.py   `--estimate`: peak memory and FLOPs counted on the meta device, nothing run
+    profile.py    `--profile DIR`: a few more steps under torch.profiler, the operators' table
     load.py       `--load`: load time and peak host memory of loading a preset's weights and its first step
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -46,6 +48,7 @@ class BenchRequest:
     load: bool = False  # load the preset's weights and run its first step: load time and peak host memory
     overrides: list[str] = field(default_factory=list)  # --set key=value
     peak_tflops: float | None = None  # the device's peak bf16 TFLOP/s when not in the built-in table
+    profile: Path | None = None  # a folder: profile a few steps after the timed ones (huvi.bench.profile)
 
 
 def configs(request: BenchRequest) -> Iterator[HuviConfig]:
@@ -77,7 +80,7 @@ def run(request: BenchRequest, emit: Callable[[dict], None]) -> None:
                 for naive, checkpointing in variants:
                     emit(estimate(cfg, stage, naive, checkpointing))
                 continue
-            row = measure(cfg, stage, False, request.steps, request.warmup, peak)
+            row = measure(cfg, stage, False, request.steps, request.warmup, peak, request.profile)
             emit({"kind": "measured"} | row)
             if request.naive:
-                emit({"kind": "measured"} | with_ratios(measure(cfg, stage, True, request.steps, request.warmup, peak), row))
+                emit({"kind": "measured"} | with_ratios(measure(cfg, stage, True, request.steps, request.warmup, peak, request.profile), row))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import gc
 import logging
 import platform
@@ -16,6 +17,7 @@ import torch
 
 from huvi.adapters import adapter_parameters
 from huvi.bench.estimate import count_flops
+from huvi.bench.profile import profile_steps
 from huvi.bench.step import GIB, build_setup, describe, gib, train_step
 from huvi.config import HuviConfig
 from huvi.optim import make_lr_schedule, make_optimizer
@@ -97,8 +99,9 @@ def _flops(cfg: HuviConfig, stage: str, naive: bool) -> tuple[int, int]:
     return count_flops(cfg, stage, naive, checkpointing=False).total, hardware
 
 
-def measure(cfg: HuviConfig, stage: str, naive: bool, steps: int, warmup: int, peak: float | None) -> dict:
-    """Warm up, time `steps` optimizer steps of `stage`, and return the result line."""
+def measure(cfg: HuviConfig, stage: str, naive: bool, steps: int, warmup: int, peak: float | None, profile: Path | None = None) -> dict:
+    """Warm up, time `steps` optimizer steps of `stage`, and return the result line; with `profile`
+    (a folder), profile a few more steps there (huvi.bench.profile)."""
 
     accelerator = make_accelerator(cfg.precision)
     device, dtype = accelerator.device, weight_dtype(accelerator.mixed_precision)
@@ -148,6 +151,9 @@ def measure(cfg: HuviConfig, stage: str, naive: bool, steps: int, warmup: int, p
         "gpu_peak_reserved_gib": gib(torch.cuda.max_memory_reserved(device)) if cuda else None,
         "cpu_peak_rss_gib": gib(peak_rss()) if rss_reset else None,  # host memory of the whole process during the steps
     }
+    if profile is not None and error is None:  # run_step(i): step i's seeds again, the timings are taken
+        run_step = functools.partial(train_step, setup, accelerator, optimizer, schedule, params)
+        row |= profile_steps(run_step, profile / f"{cfg.preset}-{stage}{'-naive' if naive else ''}.txt", cuda)
     accelerator.free_memory()
     del setup, optimizer, schedule, params
     gc.collect()
