@@ -47,7 +47,7 @@ def test_the_model_picker_lists_each_family_s_presets_with_tier_and_what_each_gi
     assert [name for _, name in preset_dropdown("sd15-12gb").choices] == ["tiny", "sd15-12gb", "sd15-16gb", "sd15-24gb"]
     info = tabs.train.preset_info("wan-tiny")
     assert "Wan 2.1 / 2.2 (experimental) · VRAM tier **CPU** · against `wan22-5b`, it gives up the real model (random tiny weights" in info
-    assert tabs.train.preset_values("wan-tiny")[:2] == [200, 100] and tabs.train.preset_values("wan-tiny")[SETTING["dpo.beta"]] == 2500.0
+    assert tabs.train.preset_values("wan-tiny")[:2] == [200, 200] and tabs.train.preset_values("wan-tiny")[SETTING["dpo.beta"]] == 1000.0
     # a GPU preset: without a GPU the family's CPU preset is advised; with one, the download its weights need
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "⚠ **This machine has no CUDA GPU**: `wan21-1.3b` builds the full-size model" in tabs.train.preset_info("wan21-1.3b")

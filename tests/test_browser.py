@@ -331,7 +331,7 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     page.screenshot(path=str(shots / "4-train.png"), full_page=True)
     # the model picker: the Wan family starts at its CPU preset, whose settings fill the form and the command
     pick_family(page, WAN)
-    expect(page.get_by_label("DPO steps")).to_have_value("100")  # wan-tiny's
+    expect(page.get_by_label("DPO steps")).to_have_value("200")  # wan-tiny's
     page.locator(".huvi-command").get_by_text("--preset wan-tiny").wait_for()
     shown(page, "VRAM tier CPU · against wan22-5b, it gives up the real model").wait_for()
     page.screenshot(path=str(shots / "4-train-wan.png"), full_page=True)

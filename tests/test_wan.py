@@ -13,8 +13,10 @@ from helpers import metric_rows
 from huvi.cli import main
 from huvi.config import load_config
 from huvi.families import family_for
+from huvi.families.wan import tiny
 from huvi.families.wan.family import Wan
 from huvi.runs import Run
+from huvi.synthetic import direction_category
 from huvi.trainer import train
 from huvi.video import read_clip
 
@@ -47,6 +49,20 @@ def test_the_causal_vae_gives_one_latent_frame_per_four_after_the_first(family, 
     assert latents.shape == (16, latent_frames, 8, 8)  # (c, 1 + (f - 1) // 4, h, w)
     assert encoders.decode(latents[None]).shape == (1 + 4 * (latent_frames - 1), 64, 64, 3)
     assert encoders.encode_prompt("a red ball", CPU).shape == family.prompt_shape == (16, 32)
+
+
+def test_the_tiny_vae_latent_stats_are_its_own_on_the_toy_clips(tmp_path):
+    """tiny.VAE's latents_mean/std, measured as its comment says (posterior means of 6 direction_category
+    clips, 9 frames at stride 3, 64x64, per channel): a change to the tiny VAE's weights (its seed, or
+    what is drawn before it) must measure them again, or its latents are no longer unit-scaled."""
+    vae = tiny.build_components()["vae"]
+    root = direction_category(tmp_path, clips=6, seed=0, size=64)
+    clips = [read_clip(path, 64, 64, stride=3, max_frames=9) for path in sorted((root / "clips").glob("*.mp4"))]
+    pixels = torch.from_numpy(np.stack(clips)).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)  # (6, 3, f, h, w) in [-1, 1]
+    with torch.no_grad():
+        means = vae.encode(pixels).latent_dist.mean  # (6, 16, f', h, w)
+    assert means.mean(dim=(0, 2, 3, 4)).tolist() == pytest.approx(tiny.VAE["latents_mean"], abs=2e-3)
+    assert means.std(dim=(0, 2, 3, 4)).tolist() == pytest.approx(tiny.VAE["latents_std"], abs=2e-3)
 
 
 def test_noisy_input_holds_latent_frame_0_and_the_target_is_the_velocity(family, clip_latents):

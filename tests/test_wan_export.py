@@ -37,7 +37,7 @@ PROMPT = "a square moving right"
 def run_dir(category, tmp_path_factory):
     """One wan-tiny step per stage, the up weights then perturbed so every layer's update is clearly non-zero
     (one step leaves them near zero); the motion adapter (rank 16, alpha 16) covers attention and FFN, the DPO
-    adapter (rank 16, alpha 32: scale 2) attention only, so merged attention layers hold both."""
+    adapter (rank 16, alpha 32: scale 2) self-attention only, so merged self-attention layers hold both."""
     cfg = load_config("wan-tiny", {"motion": {"steps": 1}, "dpo": {"steps": 1}})
     return run_to_export(cfg, category, tmp_path_factory.mktemp("wan-export") / "run", PROMPT, noise=0.05)
 
@@ -203,8 +203,11 @@ def test_every_file_has_wan_metadata(exports, category):
         if fmt == "diffusers":  # peft keys under the pipeline's transformer, rank and alpha in diffusers' LoraConfig
             assert all(k.startswith("transformer.blocks.") for k in load_file(str(path)))
             config = json.loads(meta["lora_adapter_metadata"])
-            expected = {"dpo": (16, 32), "motion": (16, 16), "motion+dpo": (32, 32)}[meta["huvi.adapters"]]  # merged: scale 1
+            # merged: scale 1, the commonest rank 16 (cross-attention and FFN hold the motion adapter alone)
+            expected = {"dpo": (16, 32), "motion": (16, 16), "motion+dpo": (16, 16)}[meta["huvi.adapters"]]
             assert (config["transformer.r"], config["transformer.lora_alpha"]) == expected
+            if merge:  # the self-attention layers hold both adapters
+                assert config["transformer.rank_pattern"]["^blocks.0.attn1.to_q"] == 32
         assert meta["huvi.adapters"] in (("motion+dpo",) if merge else ("dpo", "motion"))
 
 
