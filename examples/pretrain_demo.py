@@ -1,4 +1,4 @@
-"""Train the demo model: a small SD1.5 + AnimateDiff video model of moving shapes (the `demo` preset's).
+"""Train the demo model: a small SD1.5 + AnimateDiff video model of moving shapes (for a `demo` preset).
 
 It has the SD1.5 family's architecture at a few million parameters: its own VAE (32x32 frames ->
 16x16x4 latents), a small CLIP text encoder over huvi's character-level tokenizer, and an SD1.5-style
@@ -17,7 +17,7 @@ Stages, each printing its figures (one JSON line each, also kept in OUT/figures.
    family's noising); the prompt dropped for 10% of clips so classifier-free guidance works.
 3. Written as diffusers folders (fp16 safetensors): OUT/sd15-demo (model_index.json, unet/, vae/,
    text_encoder/, tokenizer/, scheduler/) and OUT/motion-adapter, with a model card (OUT/README.md).
-4. Loaded back through the family's own loading path (the `demo` preset) and sampled from held-out
+4. Loaded back through the family's own loading path (`from_pretrained` on the folders) and sampled from held-out
    first frames; huvi.track measures each clip: the share of clips whose shape is tracked in every frame
    and moves (|dx| > 0.15 frame widths, or |dy| for up/down prompts), and which way.
 
@@ -46,7 +46,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, PNDMScheduler
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from huvi.config import ModelConfig, load_config
+from huvi.config import ModelConfig
 from huvi.demo_data import DIRECTIONS, shape_clip
 from huvi.dpo import denoising_errors
 from huvi.families import family_for
@@ -181,11 +181,11 @@ def _stats_row(stats, axis: str) -> tuple[bool, float]:
 
 @torch.no_grad()
 def evaluate(out: Path, clips: int, steps: int, guidance: float, seed: int) -> dict:
-    """Sample from held-out first frames through the demo preset's loading path; huvi.track's figures."""
-    cfg = load_config("demo", {"model": {"base": str(out / "sd15-demo"), "motion_adapter": str(out / "motion-adapter")}})
-    family = family_for(cfg.model)
+    """Sample from held-out first frames through the family's loading path (`from_pretrained` on the
+    folders, as a preset naming them loads them); huvi.track's figures."""
+    family = family_for(ModelConfig(base=str(out / "sd15-demo"), motion_adapter=str(out / "motion-adapter"), gradient_checkpointing=False))
     unet, encoders = family.load_denoiser().eval(), family.load_encoders()
-    sampler = family.sampler(cfg.generate.scheduler)
+    sampler = family.sampler("ddim")
     uncond = encoders.encode_prompt("", torch.device("cpu"))
     rows = {"generic": [], "right": [], "left": [], "up": [], "down": []}
     for i in tqdm(range(clips), desc="samples", unit="clip"):
@@ -220,9 +220,8 @@ CARD = """\
 A small text-to-video model of the SD1.5 + AnimateDiff family (`UNetMotionModel`): {params}
 parameters in all, {mb:.1f} MB of fp16 safetensors. It generates 8-frame 32x32 clips in which a
 flat-coloured shape (square, disc, triangle; 8 colours) glides over a soft background, from a
-first frame it is given (frame 0 held clean, as huvi trains and samples). It is the `demo`
-preset's model (the CPU default of `python app.py` and `python -m huvi`); it is not a model of
-real video.
+first frame it is given (frame 0 held clean, as huvi trains and samples). It is meant for a
+`demo` CPU preset (issue 15); it is not a model of real video.
 
     sd15-demo/        SD1.5 layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
     motion-adapter/   the AnimateDiff MotionAdapter (diffusers layout)
@@ -259,7 +258,7 @@ The scheduler is SD1.5's (PNDM over the scaled-linear DDPM schedule, epsilon pre
 {figures}
 
 Samples: from first frames of held-out clips (seeds from 1,000,500), {eval_steps} DDIM steps,
-guidance {guidance}, through the `demo` preset's loading path. *Moving*: huvi.track finds the shape
+guidance {guidance}, through the family's loading path. *Moving*: huvi.track finds the shape
 in every frame and its net displacement exceeds 0.15 frame widths (heights for up/down).
 """
 
@@ -330,10 +329,13 @@ def main() -> None:
         report(row)
         report(save(args.out, vae, parts))
     report(evaluate(args.out, args.eval_clips, args.eval_steps, args.guidance, args.seed))
-    report({"stage": "total", "seconds": round(time.perf_counter() - begin), "threads": torch.get_num_threads(), "seed": args.seed})
-    if not args.eval_only:
-        (args.out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
-        write_card(args.out, figures, args)
+    if args.eval_only:  # the new samples row replaces the old one; the training rows stay
+        kept = json.loads((args.out / "figures.json").read_text())
+        figures = [row if row["stage"] != "samples" else figures[-1] for row in kept]
+    else:
+        report({"stage": "total", "seconds": round(time.perf_counter() - begin), "threads": torch.get_num_threads(), "seed": args.seed})
+    (args.out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+    write_card(args.out, figures, args)
 
 
 if __name__ == "__main__":
