@@ -182,8 +182,12 @@ class OptimConfig:
 @dataclass
 class FirstFrameConfig:
     """DPO-SDXL makes the first frame when the user gives none (HuViDPO): the SDXL base pipeline
-    with its UNet swapped for the Diffusion-DPO-tuned one. The tiny preset uses a tiny random SDXL."""
+    with its UNet swapped for the Diffusion-DPO-tuned one. The tiny preset uses a tiny random SDXL;
+    the demo preset draws a shape instead (its model knows nothing else)."""
 
+    # dpo_sdxl: DPO-SDXL draws it from the prompt; shapes: huvi.demo_data draws the shape and colour
+    # the prompt names on a soft background, like the demo model's training clips (no model, no download)
+    source: Literal["dpo_sdxl", "shapes"] = "dpo_sdxl"
     sdxl_base: str = "stabilityai/stable-diffusion-xl-base-1.0"  # SDXL pipeline (Hub id or folder): VAE, text encoders, scheduler
     dpo_unet: str = "mhdang/dpo-sdxl-text2image-v1"  # replaces the base UNet (its `unet` subfolder)
     steps: int = 30  # SDXL denoising steps
@@ -192,6 +196,7 @@ class FirstFrameConfig:
     cpu_offload: bool = False  # SDXL's modules visit the GPU one at a time (slower; for cards under 16 GB)
 
     def __post_init__(self) -> None:
+        _check(self.source in ("dpo_sdxl", "shapes"), f"first_frame.source must be dpo_sdxl or shapes, not {self.source!r}.")
         _check(self.steps >= 1, f"first_frame.steps must be at least 1, not {self.steps}.")
         _check(self.guidance >= 1.0, f"first_frame.guidance must be at least 1 (1 turns guidance off), not {self.guidance}.")
         _check(self.area >= 64 * 64, f"first_frame.area must be at least {64 * 64} pixels, not {self.area}.")

@@ -1,4 +1,5 @@
-"""The first frame of a generated video: the user's image, or one made by DPO-SDXL (HuViDPO).
+"""The first frame of a generated video: the user's image, or one made by DPO-SDXL (HuViDPO), or,
+for the demo model (generate.first_frame.source: shapes), a shape drawn in code (huvi.demo_data).
 
 DPO-SDXL is the SDXL base pipeline with its UNet replaced by the Diffusion-DPO-tuned one. It draws
 at an SDXL-native size whose aspect ratio is nearest the video's, and the picture is then resized
@@ -92,3 +93,15 @@ def dpo_sdxl_frame(cfg: HuviConfig, prompt: str, seed: int, device: torch.device
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return fit_frame((image * 255).round().clip(0, 255).astype(np.uint8), cfg.data.width, cfg.data.height)
+
+
+def draw_first_frame(cfg: HuviConfig, prompt: str, seed: int, device: torch.device, dtype: torch.dtype) -> np.ndarray:
+    """A first frame for `prompt` when the user gives none, from the preset's first-frame source:
+    (height, width, 3) uint8."""
+    if cfg.generate.first_frame.source == "shapes":
+        from huvi.demo_data import prompt_frame
+
+        logger.info("first frame: a shape drawn for %r (seed %d)", prompt, seed)
+        frame = prompt_frame(prompt, seed, max(cfg.data.width, cfg.data.height))
+        return fit_frame(frame, cfg.data.width, cfg.data.height)
+    return dpo_sdxl_frame(cfg, prompt, seed, device, dtype)

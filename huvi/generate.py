@@ -30,7 +30,7 @@ from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.families import family_for
 from huvi.families.base import Encoders
-from huvi.first_frame import dpo_sdxl_frame, load_image
+from huvi.first_frame import draw_first_frame, load_image
 from huvi.io import atomic_write, write_json
 from huvi.precision import default_device, precision_name, resolve_precision, weight_dtype
 from huvi.runs import Run
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class GenerateRequest:
     prompt: str
-    first_frame: Path | None = None  # the user's image; None: DPO-SDXL draws one from the prompt
+    first_frame: Path | None = None  # the user's image; None: the preset's first-frame source draws one (DPO-SDXL, or a shape)
     seed: int = 0  # decides the first frame (when drawn) and the video's starting noise
     steps: int | None = None  # None: the run's generate.steps
     guidance: float | None = None  # None: the run's generate.guidance
@@ -221,7 +221,7 @@ class RunModel:
         if request.first_frame is not None:
             first = load_image(request.first_frame, data.width, data.height)
         else:
-            first = dpo_sdxl_frame(self.cfg, request.prompt, request.seed, self.device, self.dtype)
+            first = draw_first_frame(self.cfg, request.prompt, request.seed, self.device, self.dtype)
         first_latent = self.encode_frames(first[None])[:, 0]  # (c, h, w)
         text, uncond = self.encode_prompt(request.prompt), self.encode_prompt(gen_cfg.negative_prompt)
         steps = request.steps or gen_cfg.steps

@@ -62,7 +62,9 @@ class GenerateHandlers(Context):
         except HuviError:
             return self.run_prompt(run_name), gr.skip(), gr.skip(), gr.skip()
         gen = cfg.generate
-        if cfg.model.source == "tiny":
+        if cfg.generate.first_frame.source == "shapes":
+            source = "empty: a shape is drawn, of the shape and colour the prompt names"
+        elif cfg.model.source == "tiny":
             source = "empty: the tiny preset's random SDXL draws noise, like its videos"
         else:
             source = "empty: DPO-SDXL draws one from the prompt"

@@ -1,0 +1,342 @@
+"""Train the demo model: a small SD1.5 + AnimateDiff video model of moving shapes (for a `demo` preset).
+
+It has the SD1.5 family's architecture at a few million parameters: its own VAE (32x32 frames ->
+16x16x4 latents), a small CLIP text encoder over huvi's character-level tokenizer, and an SD1.5-style
+UNet with an AnimateDiff motion adapter, assembled into `UNetMotionModel` as the family assembles
+the real ones. It learns from clips of huvi.demo_data (a square, disc or triangle of one of 8 colours
+gliding left, right, up or down at various speeds; prompts that name the direction or leave it out).
+
+    python examples/pretrain_demo.py [--out models/demo] [--seed 0] [--vae-steps N] [--unet-steps N]
+
+Stages, each printing its figures (one JSON line each, also kept in OUT/figures.json):
+
+1. VAE: reconstruction (MSE) plus a small KL term on single frames; PSNR of held-out frames, and the
+   scaling factor that gives the latents unit variance (as 0.18215 does for SD1.5's VAE).
+2. UNet + text encoder, all weights: epsilon prediction on the DDPM schedule of SD1.5, latent frame 0
+   held clean and left out of the loss, exactly as huvi trains (huvi.dpo.denoising_errors through the
+   family's noising); the prompt dropped for 10% of clips so classifier-free guidance works.
+3. Written as diffusers folders (fp16 safetensors): OUT/sd15-demo (model_index.json, unet/, vae/,
+   text_encoder/, tokenizer/, scheduler/) and OUT/motion-adapter, with a model card (OUT/README.md).
+4. Loaded back through the family's own loading path (`from_pretrained` on the folders) and sampled from held-out
+   first frames; huvi.track measures each clip: the share of clips whose shape is tracked in every frame
+   and moves (|dx| > 0.15 frame widths, or |dy| for up/down prompts), and which way.
+
+Everything is seeded; one CPU thread unless OMP_NUM_THREADS says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from tqdm.auto import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from huvi.config import ModelConfig
+from huvi.demo_data import DIRECTIONS, shape_clip
+from huvi.dpo import denoising_errors
+from huvi.families import family_for
+from huvi.families.sd15 import tiny
+from huvi.families.sd15.diffusion import SD15_SCHEDULER
+from huvi.families.sd15.full_size import SD15_PNDM
+from huvi.families.sd15.models import assemble_unet
+from huvi.track import motion_stats
+
+logger = logging.getLogger("pretrain_demo")
+
+SIZE, FRAMES = 32, 8  # the demo preset's data.width/height and data.frames
+TEXT_DIM = 32
+UNET2D = dict(tiny.UNET2D, block_out_channels=(48, 96), cross_attention_dim=TEXT_DIM)
+MOTION = dict(tiny.MOTION, block_out_channels=(48, 96))
+VAE = dict(tiny.VAE, block_out_channels=(32, 64), scaling_factor=1.0)  # 2x downsampling; the factor is measured after training
+TEXT = dict(tiny.TEXT, hidden_size=TEXT_DIM, projection_dim=TEXT_DIM)
+TRAIN_CLIPS = 4000  # seeds 0..3999; held-out clips use seeds from HELD_OUT on
+HELD_OUT = 1_000_000
+MOVING = 0.15  # |displacement| in frame sizes that counts as moving (huvi.track)
+PROMPT_DROP = 0.1
+
+
+def frames_tensor(clips: np.ndarray) -> torch.Tensor:
+    """(n, f, h, w, 3) uint8 -> (n f, 3, h, w) in [-1, 1]."""
+    return torch.from_numpy(clips).flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1]."""
+    mse = ((a.clamp(-1, 1) - b) / 2).pow(2).mean().item()
+    return 10 * math.log10(1.0 / mse)
+
+
+def train_vae(clips: np.ndarray, held_out: np.ndarray, steps: int, seed: int) -> tuple[AutoencoderKL, dict]:
+    """The VAE trained on single frames of `clips`; its held-out PSNR and latent scaling factor."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE)
+    frames, test = frames_tensor(clips), frames_tensor(held_out)
+    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    start, bar = time.perf_counter(), tqdm(range(steps), desc="vae", unit="step")
+    for _ in bar:
+        batch = frames[torch.randint(len(frames), (32,), generator=gen)]
+        post = vae.encode(batch).latent_dist
+        recon = vae.decode(post.sample(generator=gen)).sample
+        mse = (recon - batch).pow(2).mean()
+        loss = mse + 1e-6 * post.kl().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(mse=f"{mse.item():.4f}")
+    vae.eval()
+    with torch.no_grad():
+        means = vae.encode(test).latent_dist.mean
+        recon = vae.decode(means).sample
+    scale = 1.0 / means.std().item()
+    vae.register_to_config(scaling_factor=round(scale, 4))
+    figures = {"stage": "vae", "steps": steps, "held_out_psnr_db": round(psnr(recon, test), 2), "scaling_factor": round(scale, 4), "seconds": round(time.perf_counter() - start)}
+    return vae, figures
+
+
+def train_unet(vae: AutoencoderKL, clips: np.ndarray, prompts: list[str], steps: int, batch: int, seed: int) -> tuple[dict, dict]:
+    """UNet2D + motion adapter + text encoder trained together on the clips' latents (module docstring)."""
+    torch.manual_seed(seed)
+    tokenizer = tiny.build_tokenizer()
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **ids, **TEXT))
+    unet2d, adapter = UNet2DConditionModel(**UNET2D), MotionAdapter(**MOTION)
+    for module in adapter.modules():  # untrained temporal modules start as the identity (REFERENCE §4)
+        if hasattr(module, "proj_out") and isinstance(module.proj_out, torch.nn.Linear):
+            torch.nn.init.zeros_(module.proj_out.weight)
+            torch.nn.init.zeros_(module.proj_out.bias)
+    cfg = ModelConfig(source="tiny", gradient_checkpointing=False)  # sparse-causal attention, as the demo preset
+    unet = assemble_unet(unet2d, adapter, cfg).train()
+    family = family_for(cfg)
+    family.schedule = DDPMScheduler(**SD15_SCHEDULER)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(frames_tensor(chunk)).latent_dist.mean for chunk in np.array_split(clips, max(1, len(clips) // 64))])
+    latents = (latents * vae.config.scaling_factor).unflatten(0, clips.shape[:2]).transpose(1, 2).contiguous()  # (n, c, f, h, w)
+    tokens = tokenizer(prompts + [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(seed + 1)
+    start, losses = time.perf_counter(), []
+    bar = tqdm(range(steps), desc="unet", unit="step")
+    for _ in bar:
+        index = torch.randint(len(latents), (batch,), generator=gen)
+        drop = torch.rand(batch, generator=gen) < PROMPT_DROP
+        text = text_encoder(tokens[torch.where(drop, len(prompts), index)])[0]  # (b, tokens, dim)
+        x = latents[index]
+        noise = torch.randn(x.shape, generator=gen)
+        timesteps = family.sample_timesteps(batch, gen)
+        loss = denoising_errors(unet, family, x, noise, timesteps, text).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    figures = {
+        "stage": "unet", "steps": steps, "batch": batch, "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 4),
+        "first_loss_mean_first_20": round(float(np.mean(losses[:20])), 4), "seconds": round(time.perf_counter() - start),
+    }
+    # The video UNet's state dict is the UNet's and the adapter's, under the same names (assemble_unet).
+    state = unet.state_dict()
+    unet2d.load_state_dict({k: state[k] for k in unet2d.state_dict()})
+    adapter.load_state_dict({k: state[k] for k in adapter.state_dict()})
+    return {"unet": unet2d, "adapter": adapter, "text_encoder": text_encoder.eval(), "tokenizer": tokenizer}, figures
+
+
+def save(out: Path, vae: AutoencoderKL, parts: dict) -> dict:
+    """OUT/sd15-demo (SD1.5 layout) and OUT/motion-adapter, fp16 safetensors; their sizes in bytes.
+    The scheduler is SD1.5's own (PNDM over the training schedule), which huvi reads as DDPM."""
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"], unet=parts["unet"], scheduler=PNDMScheduler(**SD15_PNDM),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.to(torch.float16).save_pretrained(out / "sd15-demo", safe_serialization=True)
+    parts["adapter"].to(torch.float16).save_pretrained(out / "motion-adapter", safe_serialization=True)
+    return {"stage": "save", "bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
+
+
+def _stats_row(stats, axis: str) -> tuple[bool, float]:
+    moved = stats.dx if axis == "x" else stats.dy
+    return stats.tracked == 1.0 and abs(moved) > MOVING, moved
+
+
+@torch.no_grad()
+def evaluate(out: Path, clips: int, steps: int, guidance: float, seed: int) -> dict:
+    """Sample from held-out first frames through the family's loading path (`from_pretrained` on the
+    folders, as a preset naming them loads them); huvi.track's figures."""
+    family = family_for(ModelConfig(base=str(out / "sd15-demo"), motion_adapter=str(out / "motion-adapter"), gradient_checkpointing=False))
+    unet, encoders = family.load_denoiser().eval(), family.load_encoders()
+    sampler = family.sampler("ddim")
+    uncond = encoders.encode_prompt("", torch.device("cpu"))
+    rows = {"generic": [], "right": [], "left": [], "up": [], "down": []}
+    for i in tqdm(range(clips), desc="samples", unit="clip"):
+        source = shape_clip(HELD_OUT + 500 + i, frames=FRAMES, size=SIZE)
+        first = encoders.encode_frames(source.frames[:1], torch.device("cpu"))[:, 0]  # (c, h, w)
+        asks = {"generic": f"a {source.colour} {source.shape} moving"} | {d: f"a {source.colour} {source.shape} moving {d}" for d in ("right", "left")}
+        if i % 2 == 0:
+            asks |= {d: f"a {source.colour} {source.shape} moving {d}" for d in ("up", "down")}
+        for key, prompt in asks.items():
+            latents = family.sample(unet, sampler, first, encoders.encode_prompt(prompt, torch.device("cpu")), uncond, FRAMES, steps, guidance,
+                                    torch.Generator().manual_seed(seed + i), show_progress=False)
+            stats = motion_stats(encoders.decode(latents))
+            rows[key].append((stats, "y" if key in ("up", "down") else "x"))
+    figures = {"stage": "samples", "clips_per_prompt": {k: len(v) for k, v in rows.items()}, "steps": steps, "guidance": guidance}
+    generic = rows["generic"]
+    moving = [s for s, axis in generic if _stats_row(s, "x")[0]]
+    figures["generic_moving_share_dx"] = round(len(moving) / len(generic), 3)
+    figures["generic_tracked_share"] = round(sum(s.tracked == 1.0 for s, _ in generic) / len(generic), 3)
+    figures["generic_right_share_of_moving"] = round(sum(s.dx > 0 for s in moving) / max(1, len(moving)), 3)
+    figures["generic_mean_abs_dx"] = round(float(np.nanmean([abs(s.dx) for s, _ in generic])), 3)
+    for key in ("right", "left", "up", "down"):
+        ux, uy = DIRECTIONS[key]
+        sign = ux or uy
+        ok = [_stats_row(s, axis)[0] and sign * _stats_row(s, axis)[1] > 0 for s, axis in rows[key]]
+        figures[f"{key}_prompt_moves_{key}_share"] = round(sum(ok) / max(1, len(ok)), 3)
+    return figures
+
+
+CARD = """\
+# huvi demo model
+
+A small text-to-video model of the SD1.5 + AnimateDiff family (`UNetMotionModel`): {params}
+parameters in all, {mb:.1f} MB of fp16 safetensors. It generates 8-frame 32x32 clips in which a
+flat-coloured shape (square, disc, triangle; 8 colours) glides over a soft background, from a
+first frame it is given (frame 0 held clean, as huvi trains and samples). It is meant for a
+`demo` CPU preset (issue 15); it is not a model of real video.
+
+    sd15-demo/        SD1.5 layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
+    motion-adapter/   the AnimateDiff MotionAdapter (diffusers layout)
+    figures.json      what examples/pretrain_demo.py printed
+
+## Parts
+
+| part | architecture | parameters |
+|---|---|---|
+| UNet | `UNet2DConditionModel`, blocks {unet_blocks}, 1 layer per block, cross-attention {text_dim} | {unet_params} |
+| motion adapter | `MotionAdapter`, blocks {unet_blocks}, 1 motion layer per block, 2 heads | {motion_params} |
+| VAE | `AutoencoderKL`, blocks {vae_blocks}, 4 latent channels: 32x32 -> 16x16x4, scaling factor {scale} | {vae_params} |
+| text encoder | `CLIPTextModel`, {text_dim} wide, 2 layers, huvi's character-level CLIP tokenizer | {text_params} |
+
+The scheduler is SD1.5's (PNDM over the scaled-linear DDPM schedule, epsilon prediction).
+
+## Recipe (`python examples/pretrain_demo.py`, seed {seed})
+
+- Data: {clips} clips of huvi.demo_data (seeds 0-{last}): shape, colour, size (22-36% of the
+  frame), direction (left and right 35% each, up and down 15% each), speed (25-60% of the frame
+  over the clip) and start drawn per clip; half the prompts name the direction ("a red disc moving
+  right"), half do not ("a red disc moving", "a shape moving across the frame").
+- VAE: {vae_steps} AdamW steps of 32 frames, lr 2e-3 (one-cycle), MSE plus 1e-6 KL.
+- UNet, motion adapter and text encoder, all weights, together: {unet_steps} AdamW steps of
+  {batch} clips, lr 1e-3 (one-cycle), weight decay 0.01, gradient clipping 1; epsilon prediction
+  on the DDPM schedule, timesteps uniform, latent frame 0 held clean and out of the loss
+  (huvi.dpo.denoising_errors through the family's noising), sparse-causal spatial attention, the
+  prompt dropped for 10% of clips (classifier-free guidance); the motion modules' `proj_out`
+  start at zero.
+- One CPU thread on a machine shared with other jobs: {minutes:.0f} minutes in all.
+
+## Figures
+
+{figures}
+
+Samples: from first frames of held-out clips (seeds from 1,000,500), {eval_steps} DDIM steps,
+guidance {guidance}, through the family's loading path. *Moving*: huvi.track finds the shape
+in every frame and its net displacement exceeds 0.15 frame widths (heights for up/down).
+"""
+
+
+def write_card(out: Path, figures: list[dict], args: argparse.Namespace) -> None:
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+
+    def count(model) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    base = out / "sd15-demo"
+    unet, vae = UNet2DConditionModel.from_pretrained(base, subfolder="unet"), AutoencoderKL.from_pretrained(base, subfolder="vae")
+    text, motion = CLIPTextModel.from_pretrained(base, subfolder="text_encoder"), MotionAdapter.from_pretrained(out / "motion-adapter")
+    sizes = {"unet_params": count(unet), "motion_params": count(motion), "vae_params": count(vae), "text_params": count(text)}
+    by_stage = {row["stage"]: row for row in figures}
+    lines = [f"- {row['stage']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "stage") for row in figures]
+    card = CARD.format(
+        params=f"{sum(sizes.values()) / 1e6:.2f} M", mb=by_stage["save"]["bytes"] / 2**20, unet_blocks=UNET2D["block_out_channels"],
+        vae_blocks=VAE["block_out_channels"], text_dim=TEXT_DIM, scale=vae.config.scaling_factor, seed=args.seed, clips=TRAIN_CLIPS,
+        last=TRAIN_CLIPS - 1, vae_steps=by_stage["vae"]["steps"], unet_steps=by_stage["unet"]["steps"], batch=by_stage["unet"]["batch"],
+        minutes=by_stage["total"]["seconds"] / 60, figures="\n".join(lines), eval_steps=by_stage["samples"]["steps"],
+        guidance=by_stage["samples"]["guidance"], **{k: f"{v:,}" for k, v in sizes.items()},
+    )
+    (out / "README.md").write_text(card)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "models" / "demo")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=400)
+    parser.add_argument("--unet-steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--eval-clips", type=int, default=24)
+    parser.add_argument("--eval-steps", type=int, default=15)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--work", type=Path, default=None, help="keep the trained VAE here and reuse it on a rerun")
+    parser.add_argument("--eval-only", action="store_true", help="only sample and measure the model in --out")
+    parser.add_argument("--card-only", action="store_true", help="only write the model card from --out's figures.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    figures: list[dict] = []
+
+    def report(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+        figures.append(row)
+
+    if args.card_only:
+        write_card(args.out, json.loads((args.out / "figures.json").read_text()), args)
+        return
+    begin = time.perf_counter()
+    if not args.eval_only:
+        data = [shape_clip(seed, frames=FRAMES, size=SIZE) for seed in range(TRAIN_CLIPS)]
+        clips = np.stack([c.frames for c in data])  # (n, f, h, w, 3)
+        held_out = np.stack([shape_clip(HELD_OUT + i, frames=FRAMES, size=SIZE).frames for i in range(64)])
+        vae_file = args.work / "vae" if args.work else None
+        if vae_file is not None and (vae_file / "config.json").is_file():
+            vae = AutoencoderKL.from_pretrained(vae_file).eval()
+            report(json.loads((args.work / "vae.json").read_text()))
+        else:
+            vae, row = train_vae(clips, held_out, args.vae_steps, args.seed)
+            report(row)
+            if vae_file is not None:
+                vae.save_pretrained(vae_file)
+                (args.work / "vae.json").write_text(json.dumps(row))
+        parts, row = train_unet(vae, clips, [c.prompt for c in data], args.unet_steps, args.batch, args.seed)
+        report(row)
+        report(save(args.out, vae, parts))
+    report(evaluate(args.out, args.eval_clips, args.eval_steps, args.guidance, args.seed))
+    if args.eval_only:  # the new samples row replaces the old one; the training rows stay
+        kept = json.loads((args.out / "figures.json").read_text())
+        figures = [row if row["stage"] != "samples" else figures[-1] for row in kept]
+    else:
+        report({"stage": "total", "seconds": round(time.perf_counter() - begin), "threads": torch.get_num_threads(), "seed": args.seed})
+    (args.out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+    write_card(args.out, figures, args)
+
+
+if __name__ == "__main__":
+    main()

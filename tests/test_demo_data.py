@@ -1,0 +1,45 @@
+"""The demo model's clips (huvi.demo_data), the first frame drawn in code for a prompt
+(generate.first_frame.source: shapes), and preset folders named relative to the repository."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from huvi.config import load_config
+from huvi.demo_data import COLOURS, prompt_frame, shape_clip
+from huvi.first_frame import draw_first_frame
+from huvi.hub import REPO, local_source
+from huvi.track import motion_stats
+
+
+def test_every_clip_moves_its_shape_the_way_its_direction_says():
+    for seed in range(40):
+        clip = shape_clip(seed)
+        stats = motion_stats(clip.frames)
+        moved = {"right": stats.dx, "left": -stats.dx, "down": stats.dy, "up": -stats.dy}[clip.direction]
+        assert stats.tracked == 1.0 and abs(moved - clip.travel) < 0.05, (seed, clip.direction, stats)
+        assert clip.shape in clip.prompt or clip.prompt.startswith("a shape")
+
+
+def test_a_prompt_s_shape_and_colour_are_drawn_for_the_first_frame():
+    frame = prompt_frame("a red circle moving right", seed=3)
+    assert frame.shape == (32, 32, 3)
+    assert np.array_equal(frame, shape_clip(3, frames=1, shape="disc", colour="red").frames[0])  # circle -> disc
+    red = np.all(np.abs(frame / 255 - COLOURS["red"]) < 0.02, axis=-1)
+    assert 0.03 < red.mean() < 0.15  # one disc of 22-36% of the side
+    assert not np.array_equal(prompt_frame("a shape moving", 3), prompt_frame("a shape moving", 4))
+
+
+def test_the_shapes_first_frame_source_fits_the_video_size():
+    cfg = load_config("tiny", ["generate.first_frame.source=shapes", "data.width=48", "data.height=32"])
+    frame = draw_first_frame(cfg, "a blue square", 1, torch.device("cpu"), torch.float32)
+    assert frame.shape == (32, 48, 3) and frame.dtype == np.uint8
+
+
+def test_a_relative_folder_is_the_repository_s_when_it_is_not_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert local_source("presets") == str(REPO / "presets")
+    (tmp_path / "presets").mkdir()
+    assert local_source("presets") == "presets"  # one under the working directory wins
+    assert local_source("stable-diffusion-v1-5/stable-diffusion-v1-5") == "stable-diffusion-v1-5/stable-diffusion-v1-5"  # a Hub id
