@@ -4,11 +4,10 @@ gives up, for the app's model picker and `python -m huvi presets`; and which pre
 Everything is read from the presets themselves, so a new preset file is listed with no code change:
 
     family     model.family of the config the preset loads (huvi.families)
-    tier       "CPU" for a preset whose models are built in code (model.source: tiny) or whose leading
-               comment begins "CPU preset" (the demo model); otherwise the card size that comment
-               names ("12 GB cards", "the 12-16 GB tier")
+    tier       "CPU" for a preset whose models are built in code (model.source: tiny); otherwise the
+               card size its leading comment names ("12 GB cards", "the 12-16 GB tier")
     gives up   what its config lacks against its family's reference, the GPU preset of the largest
-               tier (then the most frames and pixels): the real model (for a CPU preset), the base model, frames, clip
+               tier (then the most frames and pixels): the real model, the base model, frames, clip
                size, LoRA ranks. The reference itself gives up nothing.
 """
 
@@ -69,7 +68,7 @@ class PresetEntry:
 
 
 def _tier(cfg: HuviConfig, note: str) -> tuple[str, tuple[int, int]]:
-    if cfg.model.source == "tiny" or note.startswith("CPU preset"):
+    if cfg.model.source == "tiny":
         return CPU, (0, 0)
     card = _CARD.search(note)
     if card is None:
@@ -86,13 +85,11 @@ def _model_name(model: ModelConfig) -> str:
     return Path(model.base).name.removesuffix("-Diffusers")
 
 
-def _gives_up(cfg: HuviConfig, ref: HuviConfig, cpu: bool) -> tuple[str, ...]:
-    """What `cfg` (of the CPU tier when `cpu`) lacks against `ref`, its family's reference (only what it has less of)."""
+def _gives_up(cfg: HuviConfig, ref: HuviConfig) -> tuple[str, ...]:
+    """What `cfg` lacks against `ref`, its family's reference (only what it has less of)."""
     lost = []
     if cfg.model.source == "tiny":
         lost.append("the real model (random tiny weights: a CPU-only toy)")
-    elif cpu:
-        lost.append(f"the real model ({_model_name(cfg.model)}: a small model of moving shapes for the CPU)")
     elif _model_name(cfg.model) != _model_name(ref.model):
         lost.append(f"{_model_name(cfg.model)} (not {_model_name(ref.model)})")
     if cfg.data.frames < ref.data.frames:
@@ -126,7 +123,7 @@ def _catalogue(files: tuple[tuple[str, int], ...]) -> tuple[PresetEntry, ...]:
         ref = max(gpu, key=lambda name: (tiers[name][1][1], _size(configs[name])))  # the largest tier, then the largest clips
         for name in sorted(names, key=lambda name: (tiers[name][1], name)):
             tier, gib = tiers[name]
-            entries.append(PresetEntry(name, family, tier, gib, _gives_up(configs[name], configs[ref], tier == CPU), ref, notes[name]))
+            entries.append(PresetEntry(name, family, tier, gib, _gives_up(configs[name], configs[ref]), ref, notes[name]))
     return tuple(entries)
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from huvi.synthetic import wave_background
+
 SHAPES = ("square", "disc", "triangle")
 COLOURS = {  # name -> RGB in [0, 1], saturated so the shape stands out of the greyish background
     "red": (0.9, 0.1, 0.1),
@@ -45,14 +47,6 @@ class ShapeClip:
     colour: str
     direction: str
     travel: float  # frame sizes covered, first to last frame
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) floats in [0.2, 0.5]: three slow colour waves, as huvi.synthetic's."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    waves = [np.sin(6 * xx + phase[0]), np.cos(5 * yy + phase[1]), np.sin(4 * (xx + yy) + phase[2])]
-    return 0.35 + 0.15 * np.stack(waves, -1)
 
 
 def _mask(shape: str, cx: float, cy: float, side: float, size: int) -> np.ndarray:
@@ -85,7 +79,7 @@ def shape_clip(seed: int, frames: int = 8, size: int = 32, shape: str | None = N
     direction = str(rng.choice(list(DIRECTIONS), p=DIRECTION_WEIGHTS))
     side = rng.uniform(*SIDE) * size
     travel = rng.uniform(*TRAVEL)
-    background = _background(rng, size)
+    background = wave_background(rng, size)
     ux, uy = DIRECTIONS[direction]
     span = travel * size  # pixels
     # the start, so that the whole path stays inside the frame

@@ -22,6 +22,13 @@ from huvi.io import write_json
 from huvi.video import write_clip
 
 
+def wave_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) floats in [0.2, 0.5]: three slow colour waves of random phases."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    return 0.35 + 0.15 * np.stack([np.sin(6 * xx + phase[0]), np.cos(5 * yy + phase[1]), np.sin(4 * (xx + yy) + phase[2])], -1)
+
+
 def moving_square(direction: int, seed: int, frames: int = 32, size: int = 64, growth: float = 0.0, jitter: float = 0.0) -> np.ndarray:
     """(frames, size, size, 3) uint8: a square moving left (direction=-1) or right (+1).
 
@@ -30,9 +37,7 @@ def moving_square(direction: int, seed: int, frames: int = 32, size: int = 64, g
     by that fraction of the side (Gaussian) around the steady path. With both 0 the clip is the
     same as before these options existed (their random draws come after the others)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    background = 0.35 + 0.15 * np.stack([np.sin(6 * xx + phase[0]), np.cos(5 * yy + phase[1]), np.sin(4 * (xx + yy) + phase[2])], -1)
+    background = wave_background(rng, size)
     side = int(rng.integers(size // 5, size // 3))
     color = rng.uniform(0.6, 1.0, 3) * rng.permutation([1.0, 0.5, 0.1])
     speed = rng.uniform(0.6, 1.0) * (size - side) / frames  # pixels per frame; crosses most of the frame
