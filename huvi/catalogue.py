@@ -132,13 +132,6 @@ def preset_entry(name: str) -> PresetEntry | None:
     return next((entry for entry in catalogue() if entry.name == name), None)
 
 
-def cpu_config(cfg: HuviConfig) -> bool:
-    """Whether `cfg` is of a CPU preset (its catalogue entry's tier; for a preset file given by path,
-    whether its models are built in code)."""
-    entry = preset_entry(cfg.preset)
-    return entry.cpu if entry is not None else cfg.model.source == "tiny"
-
-
 def family_entries(family: str) -> list[PresetEntry]:
     return [entry for entry in catalogue() if entry.family == family]
 

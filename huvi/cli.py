@@ -113,9 +113,9 @@ def warn_full_size_on_cpu(cfg: HuviConfig) -> None:
     """Say so when a preset built for a GPU is about to train on a CPU (minutes per step, hours per stage)."""
     import torch
 
-    from huvi.catalogue import cpu_config, cpu_preset
+    from huvi.catalogue import cpu_preset
 
-    if not cpu_config(cfg) and not torch.cuda.is_available():
+    if cfg.model.source != "tiny" and not torch.cuda.is_available():
         logger.warning(
             "preset %s is for a GPU and there is none here: each step takes minutes on the CPU; use --preset %s to try the flow.",
             cfg.preset, cpu_preset(cfg.model.family),

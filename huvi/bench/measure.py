@@ -151,7 +151,7 @@ def measure(cfg: HuviConfig, stage: str, naive: bool, steps: int, warmup: int, p
         "gpu_peak_reserved_gib": gib(torch.cuda.max_memory_reserved(device)) if cuda else None,
         "cpu_peak_rss_gib": gib(peak_rss()) if rss_reset else None,  # host memory of the whole process during the steps
     }
-    if profile is not None and error is None:  # run_step(i): step i's seeds again, the timings are taken
+    if profile is not None and error is None:  # after the timings; run_step(i) reuses step i's seeds
         run_step = functools.partial(train_step, setup, accelerator, optimizer, schedule, params)
         row |= profile_steps(run_step, profile / f"{cfg.preset}-{stage}{'-naive' if naive else ''}.txt", cuda)
     accelerator.free_memory()
