@@ -20,7 +20,8 @@ dense`) and per pair with a clip-level winner (`evaluate --mode clip`).
 
 Prints one JSON line per DPO stage, then held-out accuracy per setting, mean ± standard deviation
 (min-max) over the seeds. `--all-settings` adds segment labels on all pairs and clip labels on a
-third. Each stage's figures are kept in its run folder (result.json); a rerun with --work reuses them.
+third. Each stage's figures are kept in its run folder (result.json); a rerun with --work reuses them
+while the run's settings (its config.yaml) are still the ones asked for.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "examples"))
 
-from learn_preferences import add_sweep_options, summary, sweep_folder, worker_init
+from learn_preferences import MOTION_SETTINGS, add_sweep_options, summary, sweep_folder, trained_with, worker_init
 
 from huvi.io import write_json
 from huvi.synthetic import DEFECTS, defect_category, shuffled_labels
@@ -68,9 +69,10 @@ def motion_stage(overrides: list[str], category: str, run: str) -> None:
     from huvi.runs import Run
     from huvi.trainer import train
 
-    if not Run(Path(run)).adapter_path("motion").is_file():
+    cfg = load_config("tiny", overrides)
+    if not (Run(Path(run)).adapter_path("motion").is_file() and trained_with(run, cfg, MOTION_SETTINGS)):
         shutil.rmtree(run, ignore_errors=True)
-        train(load_config("tiny", overrides), Path(category), Path(run), stages=["motion"], show_progress=False)
+        train(cfg, Path(category), Path(run), stages=["motion"], show_progress=False)
 
 
 def dpo_stage(motion_run: str, category: str, run: str, mode: str, held_out: list[str], samples: int, overrides: list[str]) -> dict:
@@ -80,12 +82,12 @@ def dpo_stage(motion_run: str, category: str, run: str, mode: str, held_out: lis
     from huvi.runs import Run
     from huvi.trainer import train
 
+    cfg = load_config("tiny", [*overrides, f"dpo.mode={mode}"])
     done = Path(run, "result.json")
-    if done.is_file():
+    if done.is_file() and trained_with(run, cfg):
         return json.loads(done.read_text())
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(motion_run, run)
-    cfg = load_config("tiny", [*overrides, f"dpo.mode={mode}"])
     Run(Path(run)).write_config(cfg)
     start = time.perf_counter()
     train(cfg, Path(category), Path(run), stages=["dpo"], resume=True, show_progress=False)

@@ -14,7 +14,8 @@ categories of 12 clips made with other seeds, rated by the preference alone (5 o
 Prints one JSON line per DPO stage, then a table of held-out accuracy per preference, mean ± standard
 deviation (min-max) over the seeds, for the rated runs and the controls. `--jobs 2` trains two stages
 at a time, one CPU thread each. The tiny preset's defaults are used unless `--set` says otherwise.
-Each DPO stage's figures are kept in its run folder (result.json); a rerun with --work reuses them.
+Each DPO stage's figures are kept in its run folder (result.json); a rerun with --work reuses them
+while the run's settings (its config.yaml) are still the ones asked for.
 """
 
 from __future__ import annotations
@@ -68,17 +69,33 @@ def worker_init() -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
+MOTION_SETTINGS = ("seed", "precision", "model", "data", "motion", "optim")  # what a motion stage's result depends on
+
+
+def trained_with(run: str, cfg, settings: tuple[str, ...] | None = None) -> bool:
+    """Whether `run` was trained with `cfg` (all of it, or only `settings`), so a sweep may reuse it;
+    a run from before a preset's defaults changed is trained again."""
+    from huvi.runs import Run
+
+    if not Run(Path(run)).exists():
+        return False
+    done = Run(Path(run)).read_config()
+    return all(getattr(done, name) == getattr(cfg, name) for name in settings) if settings else done == cfg
+
+
 def motion_stage(preset: str, overrides: list[str], category: str, run: str) -> float:
-    """The motion stage, unless `run` already holds it (a sweep of DPO settings reuses it)."""
+    """The motion stage, unless `run` already holds it with these settings (a sweep of DPO settings
+    reuses it)."""
     from huvi.config import load_config
     from huvi.runs import Run
     from huvi.trainer import train
 
-    if Run(Path(run)).adapter_path("motion").is_file():
+    cfg = load_config(preset, overrides)
+    if Run(Path(run)).adapter_path("motion").is_file() and trained_with(run, cfg, MOTION_SETTINGS):
         return 0.0
     shutil.rmtree(run, ignore_errors=True)
     start = time.perf_counter()
-    train(load_config(preset, overrides), Path(category), Path(run), stages=["motion"], show_progress=False)
+    train(cfg, Path(category), Path(run), stages=["motion"], show_progress=False)
     return time.perf_counter() - start
 
 
@@ -91,12 +108,12 @@ def dpo_stage(motion_run: str, category: str, run: str, held_out: list[str], sam
     from huvi.runs import Run
     from huvi.trainer import train
 
+    cfg = load_config(preset, overrides)  # the motion run's settings plus the DPO ones
     done = Path(run, "result.json")
-    if done.is_file():
+    if done.is_file() and trained_with(run, cfg):
         return json.loads(done.read_text())
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(motion_run, run)
-    cfg = load_config(preset, overrides)  # the motion run's settings plus the DPO ones
     Run(Path(run)).write_config(cfg)
     start = time.perf_counter()
     train(cfg, Path(category), Path(run), stages=["dpo"], resume=True, show_progress=False)

@@ -130,6 +130,9 @@ class DpoStageConfig(StageConfig):
     # A supervised pull on the winner beside the DPO loss: sft_weight * (beta / 2) * (e_w - ref_w), so
     # 1 pulls the winner's denoising error down as hard as DPO's strongest pull (huvi.losses.winner_anchor).
     sft_weight: float = 0.0
+    # A charge on the shift of the pair's errors that DPO leaves free: drift_weight * mean(drift^2),
+    # drift = (beta / 4) * ((e_w - ref_w) + (e_l - ref_l)) in implicit-reward units (huvi.losses.drift_penalty).
+    drift_weight: float = 0.0
     # DPO draws its timesteps, and held-out scoring spreads its draws, over the noisiest 1 - min_noise
     # of the family's timestep distribution (its quantiles above min_noise). 0 is the paper's uniform
     # draw; 0.5 keeps the noisier half, where a clip's layout and motion are decided, and leaves out
@@ -144,6 +147,7 @@ class DpoStageConfig(StageConfig):
         _check(self.beta > 0, f"dpo.beta must be positive, not {self.beta}.")
         _check(self.mode in ("clip", "dense"), f"dpo.mode must be clip or dense, not {self.mode!r}.")
         _check(self.sft_weight >= 0, f"dpo.sft_weight must be 0 or more, not {self.sft_weight}.")
+        _check(self.drift_weight >= 0, f"dpo.drift_weight must be 0 or more, not {self.drift_weight}.")
         _check(0 <= self.min_noise < 1, f"dpo.min_noise must be in [0, 1), not {self.min_noise}.")
         _check(self.eval_every >= 1 and self.eval_samples >= 1, "dpo.eval_every and dpo.eval_samples must be at least 1.")
 

@@ -37,8 +37,8 @@ HELD_OUT_DROP = 0.15
 
 DEGRADING, ACCURACY_FELL, LOSS_CLIMBING, HELD_OUT_FELL = "degrading", "accuracy fell", "loss climbing", "held-out fell"
 ADVICE = (
-    "lower dpo.learning_rate, raise dpo.sft_weight or train fewer dpo.steps "
-    "(with data.holdout > 0 the best held-out adapter is kept)"
+    "lower dpo.learning_rate, raise dpo.drift_weight (it holds the clips' own losses at the reference's) "
+    "or train fewer dpo.steps (with data.holdout > 0 the best held-out adapter is kept)"
 )
 
 

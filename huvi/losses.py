@@ -52,6 +52,22 @@ def winner_anchor(model_w: torch.Tensor, ref_w: torch.Tensor, beta: float, weigh
     return weight * 0.5 * beta * (model_w - ref_w).mean()
 
 
+def drift_penalty(model_w, model_l, ref_w, ref_l, beta: float, weight: float) -> torch.Tensor:
+    """A guard on what the DPO loss leaves free: the shift both clips' errors share.
+
+        drift = (beta / 4) * ((e_w - ref_w) + (e_l - ref_l)),   penalty = weight * mean(drift^2)
+
+    drift is minus the mean of the two clips' implicit rewards, r = -(beta / 2) * (e - ref). The DPO
+    loss sees only r_w - r_l, so nothing stops a small adapter from raising every clip's error, by
+    an amount that differs from clip to clip; on held-out clips that clip-specific shift is as large
+    as the preference's own margin and decides many pairs (README, "Does it learn?"). This term is
+    zero at the reference (the first step's loss stays ln 2) and leaves r_w - r_l, the DPO loss's
+    argument, untouched: it only charges the shared shift.
+    """
+    drift = 0.25 * beta * ((model_w - ref_w) + (model_l - ref_l))  # (n,)
+    return weight * drift.pow(2).mean()
+
+
 def segment_dpo_loss(model_a, model_b, ref_a, ref_b, signs: torch.Tensor, beta: float) -> DpoTerms:
     """DenseDPO's segment loss (Wu et al. 2025): Diffusion-DPO applied to each labelled segment.
 

@@ -2,7 +2,8 @@
 
     motion   the denoising loss of `motion.batch_size` rated clips, each a random temporal window (and flip)
     dpo      Diffusion-DPO on `dpo.batch_size` pairs, winner and loser cropped alike, one noise and
-             timestep per pair, plus the winner anchor when dpo.sft_weight > 0 (huvi.losses)
+             timestep per pair, plus the winner anchor (dpo.sft_weight) and the drift guard
+             (dpo.drift_weight) when they are on (huvi.losses)
     dense    DenseDPO: one term per labelled segment of `dpo.batch_size` explicit pairs (no temporal crop)
 
 Every random draw comes from `gen` and the batch from `position` (huvi.batches), so a micro-batch is
@@ -23,7 +24,7 @@ from huvi.cache import CategoryLatents
 from huvi.config import HuviConfig
 from huvi.dpo import denoising_errors, pair_errors
 from huvi.families.base import ModelFamily
-from huvi.losses import DpoTerms, diffusion_dpo_loss, segment_dpo_loss, winner_anchor
+from huvi.losses import DpoTerms, diffusion_dpo_loss, drift_penalty, segment_dpo_loss, winner_anchor
 from huvi.pairs import Pair, SegmentPair
 from huvi.segments import orient, padded_signs, segment_masks
 
@@ -97,12 +98,17 @@ class StageLosses:
         latents_w, latents_l = self._pair_latents([(p.winner, p.loser) for p in pairs], cfg.data.temporal_crop, gen)
         model_w, model_l, ref_w, ref_l = self._pair_errors(model, latents_w, latents_l, gen)
         terms = diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, cfg.dpo.beta)
-        return self._with_anchor(terms, model_w, ref_w), self._dpo_stats(terms, model_w, model_l, ref_w, ref_l)
+        return self._regularised(terms, model_w, model_l, ref_w, ref_l), self._dpo_stats(terms, model_w, model_l, ref_w, ref_l)
 
-    def _with_anchor(self, terms: DpoTerms, model_w: torch.Tensor, ref_w: torch.Tensor) -> torch.Tensor:
-        """The loss to step on: DPO's, plus the winner anchor when dpo.sft_weight > 0."""
-        dpo = self.cfg.dpo
-        return terms.loss + winner_anchor(model_w, ref_w, dpo.beta, dpo.sft_weight) if dpo.sft_weight else terms.loss
+    def _regularised(self, terms: DpoTerms, model_w, model_l, ref_w, ref_l) -> torch.Tensor:
+        """The loss to step on: DPO's, plus the winner anchor (dpo.sft_weight) and the drift guard
+        (dpo.drift_weight) when they are on."""
+        dpo, loss = self.cfg.dpo, terms.loss
+        if dpo.sft_weight:
+            loss = loss + winner_anchor(model_w, ref_w, dpo.beta, dpo.sft_weight)
+        if dpo.drift_weight:
+            loss = loss + drift_penalty(model_w, model_l, ref_w, ref_l, dpo.beta, dpo.drift_weight)
+        return loss
 
     def dense(self, model, gen: torch.Generator, position: int) -> tuple[torch.Tensor, dict]:
         """DenseDPO: one noise and timestep per pair, one loss term per labelled segment. Segments are
@@ -118,4 +124,4 @@ class StageLosses:
         model_w, model_l = orient(model_a, model_b, signs)  # (m,) each: better / worse clip per labelled segment
         ref_w, ref_l = orient(ref_a, ref_b, signs)
         stats = self._dpo_stats(terms, model_w.detach(), model_l.detach(), ref_w, ref_l) | {"labelled_segments": float(model_w.numel())}
-        return self._with_anchor(terms, model_w, ref_w), stats
+        return self._regularised(terms, model_w, model_l, ref_w, ref_l), stats

@@ -158,3 +158,21 @@ def test_the_winner_anchor_pulls_the_winner_as_dpo_does_at_its_strongest():
     torch.testing.assert_close(model_w.grad, torch.full((2,), 0.2 * 2500.0 / 2, dtype=torch.float64))
     dpo = diffusion_dpo_loss(model_w, ref_w + 0.1, ref_w, ref_w + 0.1, beta=5000.0)  # model = reference: ln 2
     assert dpo.loss.item() == pytest.approx(math.log(2))
+
+
+def test_the_drift_guard_charges_only_the_shift_both_clips_share():
+    """drift = beta/4 * ((e_w - ref_w) + (e_l - ref_l)), penalty = weight * mean(drift^2): zero at
+    the reference and for any change that only moves e_w - e_l (what DPO learns), and its gradient
+    leaves the DPO loss's argument alone (equal on e_w and e_l)."""
+    from huvi.losses import drift_penalty
+
+    ref_w, ref_l = torch.tensor([0.3, 0.5], dtype=torch.float64), torch.tensor([0.4, 0.2], dtype=torch.float64)
+    assert drift_penalty(ref_w, ref_l, ref_w, ref_l, beta=5000.0, weight=0.01).item() == 0.0
+    apart = torch.tensor([0.02, -0.01], dtype=torch.float64)
+    assert drift_penalty(ref_w - apart, ref_l + apart, ref_w, ref_l, beta=5000.0, weight=0.01).item() == 0.0
+    model_w, model_l = (ref_w + 0.004).requires_grad_(True), (ref_l + 0.004).requires_grad_(True)
+    penalty = drift_penalty(model_w, model_l, ref_w, ref_l, beta=5000.0, weight=0.01)
+    assert penalty.item() == pytest.approx(0.01 * (1250.0 * 0.008) ** 2)  # drift 10 on both pairs
+    penalty.backward()
+    torch.testing.assert_close(model_w.grad, model_l.grad)
+    torch.testing.assert_close(model_w.grad, torch.full((2,), 0.01 * 2 * 10.0 * 1250.0 / 2, dtype=torch.float64))

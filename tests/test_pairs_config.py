@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import yaml
 
 from helpers import distinct_score_pairs
-from huvi.config import HuviConfig, load_config, parse_overrides, preset_names
+from huvi.config import HuviConfig, StageConfig, load_config, parse_overrides, preset_names
 from huvi.errors import HuviError
+from huvi.optim import lr_factor
 from huvi.families.sd15.targets import MOTION_TARGETS
 from huvi.pairs import Pair, form_pairs, split_pairs
 
@@ -166,3 +169,17 @@ def test_a_partial_adapter_override_keeps_the_stage_defaults():
     assert load_config("sd15-24gb", ["motion.adapter.rank=4"]).motion.adapter.targets == MOTION_TARGETS
     assert load_config("sd15-24gb", ["dpo.adapter.rank=8"]).dpo.adapter.dropout == 0.1
     assert load_config("sd15-12gb").motion.adapter.targets == MOTION_TARGETS  # the preset sets rank only
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_warms_up_linearly_then_holds_or_decays_to_zero(schedule):
+    stage = StageConfig(steps=100, warmup_steps=4, lr_schedule=schedule)
+    factors = [lr_factor(step, stage) for step in range(stage.steps)]
+    assert factors[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])  # (step + 1) / (warmup + 1)
+    assert factors[4] == 1.0
+    if schedule == "constant":
+        assert set(factors[4:]) == {1.0}
+    else:
+        assert all(a > b for a, b in itertools.pairwise(factors[4:]))  # strictly decreasing
+        assert factors[52] == pytest.approx(0.5)  # halfway through the decay
+        assert lr_factor(stage.steps, stage) == pytest.approx(0.0)  # zero once the last step is taken
