@@ -77,9 +77,10 @@ def trained_with(run: str, cfg, settings: tuple[str, ...] | None = None) -> bool
     a run from before a preset's defaults changed is trained again."""
     from huvi.runs import Run
 
-    if not Run(Path(run)).exists():
+    previous = Run(Path(run))
+    if not previous.exists():
         return False
-    done = Run(Path(run)).read_config()
+    done = previous.read_config()
     return all(getattr(done, name) == getattr(cfg, name) for name in settings) if settings else done == cfg
 
 

@@ -254,6 +254,22 @@ def test_same_config_gives_the_same_run_whatever_the_global_rng(category, tmp_pa
     assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
 
 
+def test_the_drift_guard_trains_through_the_trainer_and_is_silent_until_the_model_moves(trained_run, tmp_path):
+    """dpo.drift_weight through train() with the preset's 8-bit AdamW: zero at the reference, so DPO
+    step 1 logs what the unguarded run logs (its gradient within float noise) and ln 2; once the
+    adapter has moved it changes training."""
+    cfg = tiny_config()
+    cfg.dpo.drift_weight = 1.0  # 100x the measured setting, so 3 steps show it
+    train(cfg, trained_run.category, tmp_path / "run", show_progress=False)
+    got, want = without_timing(metric_rows(tmp_path / "run")), without_timing(metric_rows(trained_run.root))
+    dpo_got, dpo_want = [r for r in got if r["stage"] == "dpo"], [r for r in want if r["stage"] == "dpo"]
+    assert [r for r in got if r["stage"] == "motion"] == [r for r in want if r["stage"] == "motion"]
+    assert {k: v for k, v in dpo_got[0].items() if k != "grad_norm"} == {k: v for k, v in dpo_want[0].items() if k != "grad_norm"}
+    assert dpo_got[0]["grad_norm"] == pytest.approx(dpo_want[0]["grad_norm"], rel=1e-4)
+    assert dpo_got[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
+    assert dpo_got[2]["loss"] != dpo_want[2]["loss"]
+
+
 # run folders -------------------------------------------------------------------------------------
 def test_a_new_run_refuses_a_non_empty_folder(category, tmp_path):
     occupied = tmp_path / "occupied"
