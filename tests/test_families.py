@@ -63,6 +63,28 @@ def test_the_registry_resolves_sd15():
     assert family.schedule.config.num_train_timesteps == 1000  # loaded on first use
 
 
+def test_an_sd15_scheduler_saved_without_clip_sample_never_clips_the_latents(tmp_path):
+    """A scheduler folder saved from a PNDMScheduler drops clip_sample (mirrors, conversions, the demo
+    model); read as DDPM/DDIM that would clip the predicted x_0 to [-1, 1] and wash out every sample."""
+    from dataclasses import replace
+
+    from diffusers import PNDMScheduler
+
+    from huvi.families.sd15.diffusion import SD15_SCHEDULER
+    from huvi.families.sd15.full_size import SD15_PNDM
+    from huvi.families.sd15.sampling import make_scheduler
+
+    PNDMScheduler(**SD15_PNDM).save_pretrained(tmp_path / "scheduler")
+    assert "clip_sample" not in (tmp_path / "scheduler" / "scheduler_config.json").read_text()
+    family = family_for(replace(load_config("sd15-24gb").model, base=str(tmp_path)))
+    assert family.schedule.config.beta_schedule == SD15_SCHEDULER["beta_schedule"] and not family.schedule.config.clip_sample
+    ddim = make_scheduler("ddim", family.schedule)
+    ddim.set_timesteps(10)
+    latents = torch.full((1, 4, 2, 2, 2), 3.0)  # a saturated latent, as a vivid colour encodes
+    step = ddim.step(torch.zeros_like(latents), ddim.timesteps[-1], latents).prev_sample  # eps 0: x_0 = x_t / sqrt(abar)
+    assert step.min() > 3.0
+
+
 @pytest.mark.parametrize("preset", ["tiny", "wan-tiny"])
 def test_the_registry_names_each_familys_export_formats(preset):
     """The CLI's choices and the app's Export tab read the names from the registry, without model code."""

@@ -130,4 +130,8 @@ def load_encoders(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Encod
 def load_scheduler(cfg: ModelConfig) -> DDPMScheduler:
     if cfg.source == "tiny":
         return DDPMScheduler.from_config(_tiny()["scheduler"].config)
-    return pretrained(DDPMScheduler, cfg.base, subfolder="scheduler")
+    # Never clip the predicted x_0: SD1.5's own config says clip_sample false, but a config saved from
+    # a PNDMScheduler (mirrors, conversions, the demo model's folder) drops the key, and DDPM and DDIM
+    # then default to clipping x_0 to [-1, 1], which is for pixel models: latents (std ~1, peaks ~4)
+    # come out washed of every saturated colour (measured on the demo model's samples).
+    return pretrained(DDPMScheduler, cfg.base, subfolder="scheduler", clip_sample=False)
