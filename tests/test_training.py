@@ -256,10 +256,10 @@ def test_same_config_gives_the_same_run_whatever_the_global_rng(category, tmp_pa
 
 def test_the_drift_guard_trains_through_the_trainer_and_is_silent_until_the_model_moves(trained_run, tmp_path):
     """dpo.drift_weight through train() with the preset's 8-bit AdamW: zero at the reference, so DPO
-    step 1 logs what the unguarded run logs (its gradient within float noise) and ln 2; once the
-    adapter has moved it changes training."""
+    step 1 logs what the preset's run (its guard at 0.003) logs (its gradient within float noise) and
+    ln 2; once the adapter has moved the weight changes training."""
     cfg = tiny_config()
-    cfg.dpo.drift_weight = 1.0  # 100x the measured setting, so 3 steps show it
+    cfg.dpo.drift_weight = 1.0  # over 300x the preset's, so 3 steps show it
     train(cfg, trained_run.category, tmp_path / "run", show_progress=False)
     got, want = without_timing(metric_rows(tmp_path / "run")), without_timing(metric_rows(trained_run.root))
     dpo_got, dpo_want = [r for r in got if r["stage"] == "dpo"], [r for r in want if r["stage"] == "dpo"]
