@@ -54,8 +54,7 @@ from huvi.families import family_for
 from huvi.families.sd15 import tiny
 from huvi.families.sd15.diffusion import SD15_SCHEDULER
 from huvi.families.sd15.full_size import SD15_PNDM
-from huvi.families.sd15.models import assemble_unet, encode_frames
-from huvi.families.sd15.sampling import decode_latents
+from huvi.families.sd15.models import Encoders, assemble_unet
 from huvi.track import motion_stats, object_masks
 
 logger = logging.getLogger("pretrain_demo")
@@ -123,24 +122,19 @@ def min_snr_weight(schedule: DDPMScheduler, timesteps: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def sample_check(unet, text_encoder, tokenizer, vae: AutoencoderKL, family, clips: int = 8, steps: int = 15, guidance: float = 3.0) -> dict:
+def sample_check(unet, encoders: Encoders, family, clips: int = 8, steps: int = 15, guidance: float = 3.0) -> dict:
     """Mid-training check on `clips` held-out first frames (prompts naming the direction): the share
     of samples in which huvi.track finds the shape in every frame at 0.5-2x its first area, and of
     those moving the way asked."""
     unet.eval()
-    sampler = family.sampler("ddim")
-
-    def embed(prompt: str) -> torch.Tensor:
-        ids = tokenizer([prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-        return text_encoder(ids)[0][0]  # (tokens, dim), as the family encodes a prompt
-
+    sampler, cpu = family.sampler("ddim"), torch.device("cpu")
+    uncond = encoders.encode_prompt("", cpu)
     tracked = moved = 0
     for i in range(clips):
         source = shape_clip(HELD_OUT + 900 + i, frames=FRAMES, size=SIZE)
-        first = encode_frames(vae, source.frames[:1], torch.device("cpu"))[:, 0]  # (c, h, w)
-        latents = family.sample(unet, sampler, first, embed(f"a {source.colour} {source.shape} moving {source.direction}"), embed(""), FRAMES, steps, guidance,
-                                torch.Generator().manual_seed(i), show_progress=False)
-        frames = decode_latents(vae, latents)
+        first = encoders.encode_frames(source.frames[:1], cpu)[:, 0]  # (c, h, w)
+        text = encoders.encode_prompt(f"a {source.colour} {source.shape} moving {source.direction}", cpu)
+        frames = encoders.decode(family.sample(unet, sampler, first, text, uncond, FRAMES, steps, guidance, torch.Generator().manual_seed(i), show_progress=False))
         stats, areas = motion_stats(frames), object_masks(frames).sum(axis=(1, 2))  # (f,) pixels of the shape's colour
         ux, uy = DIRECTIONS[source.direction]
         kept = stats.tracked == 1.0 and bool(np.all((areas > 0.5 * areas[0]) & (areas < 2 * areas[0])))
@@ -191,7 +185,7 @@ def train_unet(vae: AutoencoderKL, clips: np.ndarray, prompts: list[str], steps:
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if check_every and (len(losses) % check_every == 0):
-            row = {"step": len(losses), "loss_mean_last_50": round(float(np.mean(losses[-50:])), 4)} | sample_check(unet, text_encoder, tokenizer, vae, family)
+            row = {"step": len(losses), "loss_mean_last_50": round(float(np.mean(losses[-50:])), 4)} | sample_check(unet, Encoders(vae, text_encoder, tokenizer), family)
             logger.warning("unet check %s", json.dumps(row))
     figures = {
         "stage": "unet", "steps": steps, "batch": batch, "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 4),
