@@ -30,7 +30,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "examples"))
 
-from learn_preferences import MOTION_SETTINGS, add_sweep_options, summary, sweep_folder, trained_with, worker_init
+from sweep import add_sweep_options, dpo_from_motion, motion_stage, reused_result, summary, sweep_folder, worker_init
 
 from huvi.io import write_json
 from huvi.synthetic import DEFECTS, defect_category, shuffled_labels
@@ -64,34 +63,15 @@ def keep_pairs(source: Path, dest: Path, count: int) -> Path:
     return dest
 
 
-def motion_stage(overrides: list[str], category: str, run: str) -> None:
-    from huvi.config import load_config
-    from huvi.runs import Run
-    from huvi.trainer import train
-
-    cfg = load_config("tiny", overrides)
-    if not (Run(Path(run)).adapter_path("motion").is_file() and trained_with(run, cfg, MOTION_SETTINGS)):
-        shutil.rmtree(run, ignore_errors=True)
-        train(cfg, Path(category), Path(run), stages=["motion"], show_progress=False)
-
-
 def dpo_stage(motion_run: str, category: str, run: str, mode: str, held_out: list[str], samples: int, overrides: list[str]) -> dict:
     """DPO in `mode` on `category` from a copy of the motion run; held-out accuracy per segment and per pair."""
     from huvi.config import load_config
     from huvi.evaluate import evaluate_run
-    from huvi.runs import Run
-    from huvi.trainer import train
 
     cfg = load_config("tiny", [*overrides, f"dpo.mode={mode}"])
-    done = Path(run, "result.json")
-    if done.is_file() and trained_with(run, cfg):
-        return json.loads(done.read_text())
-    shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(motion_run, run)
-    Run(Path(run)).write_config(cfg)
-    start = time.perf_counter()
-    train(cfg, Path(category), Path(run), stages=["dpo"], resume=True, show_progress=False)
-    seconds = time.perf_counter() - start
+    if (done := reused_result(run, cfg)) is not None:
+        return done
+    seconds = dpo_from_motion(motion_run, category, run, cfg)
     labels = json.loads(Path(category, "category.json").read_text())["pairs"]
     result = {"labelled_pairs": len(labels), "dpo_seconds": round(seconds)}
     for unit, scoring in (("segment", "dense"), ("pair", "clip")):
@@ -99,7 +79,7 @@ def dpo_stage(motion_run: str, category: str, run: str, mode: str, held_out: lis
         counts = [s.segments if unit == "segment" else s.pairs for s in scores]
         result[f"held_out_{unit}"] = round(sum(s.accuracy * c for s, c in zip(scores, counts)) / sum(counts), 3)
         result[f"held_out_{unit}s"] = sum(counts)
-    write_json(done, result)
+    write_json(Path(run, "result.json"), result)
     return result
 
 
@@ -136,7 +116,7 @@ def main() -> None:
                 categories[seed, name, kind] = folder
     results: dict[tuple[int, str, str], dict] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
-        motions = {seed: pool.submit(motion_stage, args.set, str(work / f"{tag}-{seed}-train"), str(work / f"{tag}-{seed}-motion")) for seed in args.seeds}
+        motions = {seed: pool.submit(motion_stage, "tiny", args.set, str(work / f"{tag}-{seed}-train"), str(work / f"{tag}-{seed}-motion")) for seed in args.seeds}
         for future in motions.values():
             future.result()
         futures = {

@@ -23,19 +23,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
-import os
-import shutil
 import statistics
 import sys
-import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "examples"))
+
+from sweep import add_sweep_options, dpo_from_motion, motion_stage, reused_result, summary, sweep_folder, worker_init
 
 from huvi.synthetic import PREFERENCES, preference_category, shuffled_ratings
 
@@ -46,60 +44,6 @@ def held_out_seed(seed: int, j: int) -> int:
     return 1000 + 10 * seed + j  # never a training seed
 
 
-def add_sweep_options(parser: argparse.ArgumentParser) -> None:
-    """--jobs and --work, as every sweep script here takes them."""
-    parser.add_argument("--jobs", type=int, default=2, help="stages trained at once (one CPU thread each)")
-    parser.add_argument("--work", type=Path, help="folder for categories and runs (default: a temporary one)")
-
-
-def sweep_folder(work: Path | None, prefix: str) -> Path:
-    """The sweep's folder (a temporary one when `work` is None), offline, one thread a process,
-    with its latent cache inside."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    work = work or Path(tempfile.mkdtemp(prefix=prefix))
-    os.environ.setdefault("HUVI_CACHE", str(work / "cache"))
-    return work
-
-
-def worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.WARNING)
-
-
-MOTION_SETTINGS = ("seed", "precision", "model", "data", "motion", "optim")  # what a motion stage's result depends on
-
-
-def trained_with(run: str, cfg, settings: tuple[str, ...] | None = None) -> bool:
-    """Whether `run` was trained with `cfg` (all of it, or only `settings`), so a sweep may reuse it;
-    a run from before a preset's defaults changed is trained again."""
-    from huvi.runs import Run
-
-    previous = Run(Path(run))
-    if not previous.exists():
-        return False
-    done = previous.read_config()
-    return all(getattr(done, name) == getattr(cfg, name) for name in settings) if settings else done == cfg
-
-
-def motion_stage(preset: str, overrides: list[str], category: str, run: str) -> float:
-    """The motion stage, unless `run` already holds it with these settings (a sweep of DPO settings
-    reuses it)."""
-    from huvi.config import load_config
-    from huvi.runs import Run
-    from huvi.trainer import train
-
-    cfg = load_config(preset, overrides)
-    if Run(Path(run)).adapter_path("motion").is_file() and trained_with(run, cfg, MOTION_SETTINGS):
-        return 0.0
-    shutil.rmtree(run, ignore_errors=True)
-    start = time.perf_counter()
-    train(cfg, Path(category), Path(run), stages=["motion"], show_progress=False)
-    return time.perf_counter() - start
-
-
 def dpo_stage(motion_run: str, category: str, run: str, held_out: list[str], samples: int, preset: str, overrides: list[str]) -> dict:
     """DPO on `category` from a copy of the motion run, with the DPO settings of `overrides`;
     held-out accuracy and how the stage went (kept in RUN/result.json: a rerun of the sweep reuses it)."""
@@ -107,18 +51,11 @@ def dpo_stage(motion_run: str, category: str, run: str, held_out: list[str], sam
     from huvi.evaluate import evaluate_run
     from huvi.io import write_json
     from huvi.runs import Run
-    from huvi.trainer import train
 
     cfg = load_config(preset, overrides)  # the motion run's settings plus the DPO ones
-    done = Path(run, "result.json")
-    if done.is_file() and trained_with(run, cfg):
-        return json.loads(done.read_text())
-    shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(motion_run, run)
-    Run(Path(run)).write_config(cfg)
-    start = time.perf_counter()
-    train(cfg, Path(category), Path(run), stages=["dpo"], resume=True, show_progress=False)
-    seconds = time.perf_counter() - start
+    if (done := reused_result(run, cfg)) is not None:
+        return done
+    seconds = dpo_from_motion(motion_run, category, run, cfg)
     scores = [evaluate_run(Path(run), Path(h), samples=samples, show_progress=False) for h in held_out]
     pairs = sum(s.pairs for s in scores)
     rows = [r for r in Run(Path(run)).read_metrics() if r["stage"] == "dpo"]
@@ -135,17 +72,12 @@ def dpo_stage(motion_run: str, category: str, run: str, held_out: list[str], sam
         "best_step": next((r["best_step"] for r in reversed(rows) if "best_step" in r), None),
         "dpo_seconds": round(seconds),
     }
-    write_json(done, result)
+    write_json(Path(run, "result.json"), result)
     return result
 
 
 def _tag(parts: list[str]) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8]
-
-
-def summary(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -55,7 +57,7 @@ from huvi.families.sd15 import tiny
 from huvi.families.sd15.diffusion import SD15_SCHEDULER
 from huvi.families.sd15.full_size import SD15_PNDM
 from huvi.families.sd15.models import Encoders, assemble_unet
-from huvi.track import motion_stats, object_masks
+from huvi.track import motion_stats, object_kept
 
 logger = logging.getLogger("pretrain_demo")
 
@@ -69,6 +71,7 @@ TRAIN_CLIPS = 4000  # seeds 0..3999; held-out clips use seeds from HELD_OUT on
 HELD_OUT = 1_000_000
 MOVING = 0.15  # |displacement| in frame sizes that counts as moving (huvi.track)
 PROMPT_DROP = 0.1
+CHECKPOINT_EVERY = 50  # UNet steps between checkpoints in --work (a few minutes of CPU)
 MIN_SNR_GAMMA = 5.0  # Min-SNR loss weighting (Hang et al. 2023, eq. 10 for epsilon prediction): 3x faster convergence
 
 
@@ -135,17 +138,52 @@ def sample_check(unet, encoders: Encoders, family, clips: int = 8, steps: int = 
         first = encoders.encode_frames(source.frames[:1], cpu)[:, 0]  # (c, h, w)
         text = encoders.encode_prompt(f"a {source.colour} {source.shape} moving {source.direction}", cpu)
         frames = encoders.decode(family.sample(unet, sampler, first, text, uncond, FRAMES, steps, guidance, torch.Generator().manual_seed(i), show_progress=False))
-        stats, areas = motion_stats(frames), object_masks(frames).sum(axis=(1, 2))  # (f,) pixels of the shape's colour
+        stats, kept = motion_stats(frames), object_kept(frames, side_change=math.sqrt(2))  # area within 0.5-2x of frame 0's
         ux, uy = DIRECTIONS[source.direction]
-        kept = stats.tracked == 1.0 and bool(np.all((areas > 0.5 * areas[0]) & (areas < 2 * areas[0])))
         tracked += kept
         moved += kept and (ux * stats.dx + uy * stats.dy) > MOVING
     unet.train()
     return {"tracked_share": tracked / clips, "moves_as_asked_share": moved / clips}
 
 
-def train_unet(vae: AutoencoderKL, clips: np.ndarray, prompts: list[str], steps: int, batch: int, seed: int, check_every: int = 0) -> tuple[dict, dict]:
-    """UNet2D + motion adapter + text encoder trained together on the clips' latents (module docstring)."""
+def save_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Generator, losses: list[float], plan: dict) -> None:
+    """The UNet stage's state after len(losses) steps: weights as safetensors, the optimizer, schedule
+    and random stream beside them; written to a temporary folder, then swapped in whole."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {f"unet.{k}": v for k, v in unet.state_dict().items()} | {f"text_encoder.{k}": v for k, v in text_encoder.state_dict().items()}
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "weights.safetensors")
+    torch.save({"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "generator": gen.get_state(), "losses": losses, "plan": plan}, tmp / "state.pt")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Generator, plan: dict) -> list[float]:
+    """The losses so far of a checkpoint made with the same `plan` (steps, batch, seed), its state
+    loaded into the given objects; [] when there is none or it was made for another plan."""
+    if not (folder / "state.pt").is_file():
+        return []
+    state = torch.load(folder / "state.pt", weights_only=False)
+    if state["plan"] != plan:
+        logger.warning("not resuming from %s: it was made for %s, not %s", folder, state["plan"], plan)
+        return []
+    weights = load_file(folder / "weights.safetensors")
+    unet.load_state_dict({k.removeprefix("unet."): v for k, v in weights.items() if k.startswith("unet.")})
+    text_encoder.load_state_dict({k.removeprefix("text_encoder."): v for k, v in weights.items() if k.startswith("text_encoder.")})
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["schedule"])
+    gen.set_state(state["generator"])
+    logger.warning("resuming the UNet stage at step %d of %d from %s", len(state["losses"]), plan["steps"], folder)
+    return state["losses"]
+
+
+def train_unet(
+    vae: AutoencoderKL, clips: np.ndarray, prompts: list[str], steps: int, batch: int, seed: int, check_every: int = 0, work: Path | None = None
+) -> tuple[dict, dict]:
+    """UNet2D + motion adapter + text encoder trained together on the clips' latents (module docstring).
+    With `work`, a checkpoint is kept in WORK/unet-checkpoint every CHECKPOINT_EVERY steps and a rerun
+    with the same steps, batch and seed goes on from it (the run takes hours on a CPU)."""
     torch.manual_seed(seed)
     tokenizer = tiny.build_tokenizer()
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
@@ -167,8 +205,10 @@ def train_unet(vae: AutoencoderKL, clips: np.ndarray, prompts: list[str], steps:
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(seed + 1)
-    start, losses = time.perf_counter(), []
-    bar = tqdm(range(steps), desc="unet", unit="step")
+    plan, checkpoint = {"steps": steps, "batch": batch, "seed": seed}, work / "unet-checkpoint" if work else None
+    losses = load_checkpoint(checkpoint, unet, text_encoder, opt, sched, gen, plan) if checkpoint else []
+    start, resumed = time.perf_counter(), len(losses)
+    bar = tqdm(range(len(losses), steps), desc="unet", unit="step", initial=len(losses), total=steps)
     for _ in bar:
         index = torch.randint(len(latents), (batch,), generator=gen)
         drop = torch.rand(batch, generator=gen) < PROMPT_DROP
@@ -187,9 +227,12 @@ def train_unet(vae: AutoencoderKL, clips: np.ndarray, prompts: list[str], steps:
         if check_every and (len(losses) % check_every == 0):
             row = {"step": len(losses), "loss_mean_last_50": round(float(np.mean(losses[-50:])), 4)} | sample_check(unet, Encoders(vae, text_encoder, tokenizer), family)
             logger.warning("unet check %s", json.dumps(row))
+        if checkpoint and len(losses) % CHECKPOINT_EVERY == 0:
+            save_checkpoint(checkpoint, unet, text_encoder, opt, sched, gen, losses, plan)
     figures = {
         "stage": "unet", "steps": steps, "batch": batch, "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 4),
         "first_loss_mean_first_20": round(float(np.mean(losses[:20])), 4), "seconds": round(time.perf_counter() - start),
+        "resumed_at_step": resumed,  # "seconds" counts this process only
     }
     # The video UNet's state dict is the UNet's and the adapter's, under the same names (assemble_unet).
     state = unet.state_dict()
@@ -333,7 +376,7 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=15)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--check-every", type=int, default=0, help="sample 8 held-out clips every N UNet steps and log how many move (0: never)")
-    parser.add_argument("--work", type=Path, default=None, help="keep the trained VAE here and reuse it on a rerun")
+    parser.add_argument("--work", type=Path, default=None, help="keep the trained VAE and UNet checkpoints here; a rerun reuses the VAE and resumes the UNet")
     parser.add_argument("--eval-only", action="store_true", help="only sample and measure the model in --out")
     parser.add_argument("--card-only", action="store_true", help="only write the model card from --out's figures.json")
     args = parser.parse_args()
@@ -363,7 +406,7 @@ def main() -> None:
             if vae_file is not None:
                 vae.save_pretrained(vae_file)
                 (args.work / "vae.json").write_text(json.dumps(row))
-        parts, row = train_unet(vae, clips, [c.prompt for c in data], args.unet_steps, args.batch, args.seed, args.check_every)
+        parts, row = train_unet(vae, clips, [c.prompt for c in data], args.unet_steps, args.batch, args.seed, args.check_every, args.work)
         report(row)
         report(save(args.out, vae, parts))
     report(evaluate(args.out, args.eval_clips, args.eval_steps, args.guidance, args.seed))

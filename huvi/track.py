@@ -93,6 +93,21 @@ def motion_stats(frames: np.ndarray) -> MotionStats:
     )
 
 
+def object_kept(frames: np.ndarray, side_change: float = 2.0) -> bool:
+    """Whether the main object is found in every frame of (f, h, w, 3) `frames`, its side (the root
+    of its area) within 1/side_change to side_change times its side in frame 0. Motion measured on a
+    clip that fails this is not the object's: colour noise has pixels near any colour in every frame
+    (an untrained model's samples are tracked "in every frame" that way), and a shape that dissolves
+    or multiplies moves its centroid without moving. 2 admits huvi.synthetic's growth (1.8x) and
+    shrinking (0.55x)."""
+    area = object_masks(frames).reshape(len(frames), -1).sum(axis=1).astype(np.float64)  # (f,) pixels
+    h, w = frames.shape[1:3]
+    if area[0] < MIN_OBJECT_SHARE * h * w or np.any(area < MIN_OBJECT_SHARE * h * w):
+        return False
+    side = np.sqrt(area / area[0])  # (f,) relative to frame 0
+    return bool(np.all((side >= 1 / side_change) & (side <= side_change)))
+
+
 # What each toy preference of huvi.synthetic.PREFERENCES looks like in MotionStats: the preferred
 # side of a threshold halfway between what its two motions measure on huvi.synthetic's clips.
 PREFERRED = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from huvi.synthetic import PREFERENCES, moving_square
-from huvi.track import motion_stats, shows_preference
+from huvi.track import motion_stats, object_kept, shows_preference
 from huvi.video import read_clip, write_clip
 
 
@@ -41,3 +41,19 @@ def test_a_clip_without_an_object_shows_no_preference():
     assert not any(shows_preference(p, stats) for p in PREFERENCES)
     with pytest.raises(ValueError, match="unknown preference"):
         shows_preference("speed", stats)
+
+
+def test_an_object_is_kept_through_real_motion_but_not_through_colour_noise():
+    """What an untrained model generates from a clean first frame (colour noise after it) has pixels
+    near the object's colour in every frame, so it is "tracked" in every frame; object_kept tells it
+    from a shape that moves, grows or shrinks."""
+    for motion in ({}, {"growth": 0.8}, {"growth": -0.45}, {"jitter": 0.25}):
+        assert object_kept(moving_square(direction=1, seed=3, frames=16, size=32, **motion)), motion
+    clip = moving_square(direction=1, seed=3, frames=16, size=32)
+    noisy = clip.copy()
+    noisy[1:] = np.random.default_rng(0).integers(0, 256, noisy[1:].shape, dtype=np.uint8)
+    assert motion_stats(noisy).tracked == 1.0 and not object_kept(noisy)
+    vanished = clip.copy()
+    vanished[5:] = vanished[0, 0, 0]  # the background's colour from frame 5 on
+    assert not object_kept(vanished)
+    assert not object_kept(moving_square(direction=1, seed=3, frames=16, size=32, growth=0.8), side_change=1.5)
