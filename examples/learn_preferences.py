@@ -88,45 +88,48 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
     parser.add_argument("--samples", type=int, default=16, help="noise/timestep draws per pair in evaluation")
     parser.add_argument("--no-control", action="store_true", help="skip the control runs")
+    parser.add_argument("--clips", type=int, default=CLIPS, help="clips of a training category, in couples (held-out sets keep 12)")
     add_sweep_options(parser)
     args = parser.parse_args()
     work = sweep_folder(args.work, "huvi-prefs-")
     kinds = ["rated"] if args.no_control else ["rated", "shuffled"]
+    if args.clips < 4 or args.clips % 2:
+        parser.error("--clips must be an even number of 4 or more (a category is written in couples)")
     combos = [(p, s) for p in args.preferences for s in args.seeds]
+    size = "" if args.clips == CLIPS else f"-{args.clips}clips"  # other training sets, other folders
+    keys = {(p, s): f"{p}-{s}{size}" for p, s in combos}
     held_out, motions, dpos = {}, {}, {}
     for preference, seed in combos:
-        key = f"{preference}-{seed}"
+        key = keys[preference, seed]
         held_out[key] = [str(work / f"{key}-held-out-{j}") for j in range(HELD_OUT_SETS)]
         for j, folder in enumerate(held_out[key]):
             if not Path(folder, "category.json").is_file():
                 preference_category(Path(folder), preference, clips=CLIPS, seed=held_out_seed(seed, j), size=32, spread=False)
         for kind in kinds:
             if not (work / f"{key}-{kind}" / "category.json").is_file():
-                category = preference_category(work / f"{key}-{kind}", preference, clips=CLIPS, seed=seed, size=32)
+                category = preference_category(work / f"{key}-{kind}", preference, clips=args.clips, seed=seed, size=32)
                 if kind == "shuffled":
                     shuffled_ratings(category, seed=seed)
     # DPO settings (dpo.*, data.holdout) leave the motion stage as it is: a sweep over them reuses it.
     motion_sets = [s for s in args.set if not s.startswith(("dpo.", "data.holdout"))]
     motion_tag, tag = _tag([args.preset, *motion_sets]), _tag([args.preset, *args.set])
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
-        for preference, seed in combos:
-            key = f"{preference}-{seed}"
+        for key in keys.values():
             motions[key] = pool.submit(motion_stage, args.preset, motion_sets, str(work / f"{key}-rated"), str(work / f"{key}-motion-{motion_tag}"))
         for key, future in motions.items():
             future.result()
-        for preference, seed in combos:
-            key = f"{preference}-{seed}"
+        for key in keys.values():
             for kind in kinds:
                 run = work / f"{key}-{kind}-{tag}"
                 dpos[key, kind] = pool.submit(
                     dpo_stage, str(work / f"{key}-motion-{motion_tag}"), str(work / f"{key}-{kind}"), str(run), held_out[key], args.samples, args.preset, args.set
                 )
         results = {}
-        for (key, kind), future in dpos.items():
-            preference, seed = key.rsplit("-", 1)
-            results[key, kind] = {"preference": preference, "seed": int(seed), "ratings": kind} | future.result()
-            print(json.dumps(results[key, kind]), flush=True)
-    print(f"\nheld-out accuracy, {len(args.seeds)} seeds, preset {args.preset} {' '.join(args.set)}")
+        for (preference, seed), key in keys.items():
+            for kind in kinds:
+                results[key, kind] = {"preference": preference, "seed": seed, "ratings": kind, "clips": args.clips} | dpos[key, kind].result()
+                print(json.dumps(results[key, kind]), flush=True)
+    print(f"\nheld-out accuracy, {len(args.seeds)} seeds, {args.clips} training clips, preset {args.preset} {' '.join(args.set)}")
     print("| preference | ratings as given | control (ratings blind to the preference) |")
     print("| --- | --- | --- |")
     for preference in args.preferences:
