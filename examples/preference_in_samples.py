@@ -112,26 +112,29 @@ def main() -> None:
     data = load_config(args.preset, args.set).data
     work = sweep_folder(args.work, "huvi-samples-")
     kinds = ("rated", "shuffled")
+
+    def at(seed: int, name: str) -> str:
+        """A folder of the sweep: categories, runs and held-out first frames of one seed."""
+        return str(work / f"{args.preference}-{seed}-{name}")
+
     for seed in args.seeds:
-        key = f"{args.preference}-{seed}"
-        held_out = work / f"{key}-first-frames-{args.clips}"
+        held_out = Path(at(seed, f"first-frames-{args.clips}"))
         if not (held_out / "category.json").is_file():
             preference_category(held_out, args.preference, clips=args.clips, seed=2000 + seed, size=data.width, spread=False)
         for kind in kinds:
-            if not (work / f"{key}-{kind}" / "category.json").is_file():
-                category = preference_category(work / f"{key}-{kind}", args.preference, clips=CLIPS, seed=seed, size=data.width)
+            if not Path(at(seed, kind), "category.json").is_file():
+                category = preference_category(Path(at(seed, kind)), args.preference, clips=CLIPS, seed=seed, size=data.width)
                 if kind == "shuffled":
                     shuffled_ratings(category, seed=seed)
     motion_sets = [s for s in args.set if not s.startswith("dpo.")]  # DPO settings leave the motion stage as it is
     results: dict[tuple[int, str], dict] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
-        motions = [pool.submit(motion_stage, args.preset, motion_sets, str(work / f"{args.preference}-{s}-rated"), str(work / f"{args.preference}-{s}-motion")) for s in args.seeds]
+        motions = [pool.submit(motion_stage, args.preset, motion_sets, at(seed, "rated"), at(seed, "motion")) for seed in args.seeds]
         for future in motions:
             future.result()
         futures = {
             (seed, kind): pool.submit(
-                dpo_and_samples, str(work / f"{args.preference}-{seed}-motion"), str(work / f"{args.preference}-{seed}-{kind}"),
-                str(work / f"{args.preference}-{seed}-{kind}-run"), str(work / f"{args.preference}-{seed}-first-frames-{args.clips}"),
+                dpo_and_samples, at(seed, "motion"), at(seed, kind), at(seed, f"{kind}-run"), at(seed, f"first-frames-{args.clips}"),
                 args.preference, args.preset, args.set,
             )
             for seed in args.seeds for kind in kinds
