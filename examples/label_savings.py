@@ -15,8 +15,12 @@ labels, chosen at random, name the other clip: a control that should stay near c
 scored on two held-out categories made with other seeds, per labelled segment (`evaluate --mode
 dense`) and per pair with a clip-level winner (`evaluate --mode clip`).
 
-    python examples/label_savings.py [--seeds 1 2 3 4 5] [--pairs 12] [--defect smear] [--jobs 2]
-                                     [--settings NAME ...] [--set key=value ...] [--work DIR]
+    python examples/label_savings.py [--seeds 1 2 3 4 5] [--pairs 12] [--defect smear] [--variation 0]
+                                     [--jobs 2] [--settings NAME ...] [--set key=value ...] [--work DIR]
+
+--variation N gives each copy its own noise of N grey levels everywhere (training and held-out
+pairs), as DenseDPO's aligned pairs differ everywhere a little; without it a pair's copies differ only
+in their defects, and a clip label already points at the differing segments.
 
 Prints one JSON line per DPO stage, then held-out accuracy per setting, mean ± standard deviation
 (min-max) over the seeds. `--settings` picks the settings: clip-all and segment-third (the default:
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="training-category seeds")
     parser.add_argument("--pairs", type=int, default=12, help="labelled pairs of each training category")
     parser.add_argument("--defect", default="smear", choices=list(DEFECTS))
+    parser.add_argument("--variation", type=float, default=0.0, help="grey levels of each copy's own noise everywhere (0: copies alike outside the defect)")
     parser.add_argument("--samples", type=int, default=8, help="noise/timestep draws per pair in evaluation")
     parser.add_argument("--settings", nargs="+", default=["clip-all", "segment-third"], choices=list(SETTINGS), help="which labels on how many pairs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a tiny-preset setting")
@@ -98,16 +103,16 @@ def main() -> None:
     work = sweep_folder(args.work, "huvi-label-savings-")
     settings = {SETTINGS[key][0]: SETTINGS[key][1:] for key in args.settings}  # name: (dpo.mode, share)
     kinds = ("labels", "shuffled")
-    tag = f"{args.defect}-{args.pairs}"
+    tag = f"{args.defect}-{args.pairs}" + (f"-v{args.variation:g}" if args.variation else "")
     categories, held_out = {}, {}
     for seed in args.seeds:
         full = work / f"{tag}-{seed}-train"
         if not (full / "category.json").is_file():
-            defect_category(full, args.defect, pairs=args.pairs, seed=seed)
+            defect_category(full, args.defect, pairs=args.pairs, seed=seed, variation=args.variation)
         held_out[seed] = [str(work / f"{tag}-{seed}-held-out-{j}") for j in range(HELD_OUT_SETS)]
         for j, folder in enumerate(held_out[seed]):
             if not Path(folder, "category.json").is_file():
-                defect_category(Path(folder), args.defect, pairs=12, seed=100 + 10 * seed + j)
+                defect_category(Path(folder), args.defect, pairs=12, seed=100 + 10 * seed + j, variation=args.variation)
         for name, (_, share) in settings.items():
             for kind in kinds:
                 folder = work / f"{tag}-{seed}-{round(share * 100)}-{kind}"

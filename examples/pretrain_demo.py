@@ -155,13 +155,19 @@ def save_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Gen
     weights = {f"unet.{k}": v for k, v in unet.state_dict().items()} | {f"text_encoder.{k}": v for k, v in text_encoder.state_dict().items()}
     save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "weights.safetensors")
     torch.save({"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "generator": gen.get_state(), "losses": losses, "plan": plan}, tmp / "state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
+    old = folder.with_name(folder.name + ".old")  # the previous checkpoint stays whole until the new one is in place
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
     tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Generator, plan: dict) -> list[float]:
     """The losses so far of a checkpoint made with the same `plan` (steps, batch, seed), its state
     loaded into the given objects; [] when there is none or it was made for another plan."""
+    if not (folder / "state.pt").is_file() and (folder.with_name(folder.name + ".old") / "state.pt").is_file():
+        folder = folder.with_name(folder.name + ".old")  # killed between the two renames of save_checkpoint
     if not (folder / "state.pt").is_file():
         return []
     state = torch.load(folder / "state.pt", weights_only=False)

@@ -208,11 +208,18 @@ def defect_category(
     rated: int = 4,
     chance: float = 0.4,
     prompt: str = "a square sliding across the frame",
+    variation: float = 0.0,
 ) -> Path:
     """Write a category of explicit pairs whose two clips are one moving square, alike but for a
     `defect` (one of DEFECTS) in some segments (`chance` each, per clip), labelled both ways:
     "segments" (the clip without the defect where only one has it) and "winner" (the clip with fewer
     defective segments, or "tie"). Pairs with no segment preference are redrawn.
+
+    variation: each copy also differs from the other everywhere, by its own Gaussian noise of that
+    many grey levels on every pixel of every frame, as DenseDPO's aligned pairs differ everywhere a
+    little (partial noising redraws every frame). Those differences carry no preference; a clip label
+    credits them along with the defect, a segment label only within its segment. 0 leaves the
+    copies identical outside their defects (and the category as before the option existed).
 
     Clips are `frames * stride` source frames long, the window training reads; a segment's defect
     is on the segment's last frame, so frame 0 is never touched. `rated` clean
@@ -236,9 +243,13 @@ def defect_category(
             if any(label != "tie" for label in labels):
                 break
         names = [f"pair_{seed}_{i:02d}_{side}.mp4" for side in "ab"]
-        for name, defects in zip(names, (defects_a, defects_b)):
+        for side, name, defects in zip("ab", names, (defects_a, defects_b)):
             spoilt = [k * span + span - 1 for k in np.flatnonzero(defects)]  # each defective segment's last frame
-            write_clip(root / "clips" / name, DEFECTS[defect](base, spoilt, stride))
+            clip = DEFECTS[defect](base, spoilt, stride)
+            if variation:  # its own stream, so the defects drawn stay those of `seed`
+                grain = np.random.default_rng([seed, i, ord(side)]).normal(0.0, variation, clip.shape)
+                clip = (clip + grain).round().clip(0, 255).astype(np.uint8)
+            write_clip(root / "clips" / name, clip)
         entries.append({"a": names[0], "b": names[1], "winner": winner, "segments": labels})
     write_json(root / "category.json", {"prompt": prompt, "scores": scores, "pairs": entries})
     return root

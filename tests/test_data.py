@@ -325,3 +325,16 @@ def test_a_smear_is_local_and_the_shuffled_labels_name_the_clean_clip_half_the_t
     winners = [t["winner"] == s["winner"] for t, s in zip(true, shuffled) if t["winner"] != "tie"]
     assert sum(winners) == len(winners) - len(winners) // 2
     assert all(s["segments"].count("tie") == t["segments"].count("tie") for t, s in zip(true, shuffled))
+
+
+def test_variation_makes_a_pair_s_copies_differ_everywhere_a_little_and_keeps_the_labels(tmp_path):
+    plain = defect_category(tmp_path / "plain", "smear", pairs=4, seed=3, frames=8, stride=2, size=32)
+    varied = defect_category(tmp_path / "varied", "smear", pairs=4, seed=3, frames=8, stride=2, size=32, variation=8.0)
+    meta = json.loads((varied / "category.json").read_text())
+    assert meta == json.loads((plain / "category.json").read_text())  # the same defects drawn, the same labels
+    pair = meta["pairs"][0]
+    a, b = (read_clip(varied / "clips" / pair[side], None, None).astype(int) for side in "ab")
+    differ = np.abs(a[0] - b[0]).max(-1)  # frame 0: no defect on either copy
+    assert (differ > 2).mean() > 0.5 and differ.mean() < 16  # nearly everywhere, by a few grey levels
+    same = read_clip(plain / "clips" / pair["a"], None, None).astype(int)
+    assert np.abs(a - same).mean() < 10  # the same clip underneath
