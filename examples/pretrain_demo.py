@@ -15,7 +15,9 @@ Stages, each printing its figures (one JSON line each, also kept in OUT/figures.
 2. UNet + text encoder, all weights: epsilon prediction on the DDPM schedule of SD1.5 with the
    Min-SNR-5 loss weight; latent frame 0 held clean and left out of the loss as huvi trains
    (huvi.dpo.denoising_errors through the family's noising); the prompt dropped for 10% of clips so
-   classifier-free guidance works. --check-every N samples 8 held-out clips every N steps.
+   classifier-free guidance works. --check-every N samples 8 held-out clips every N steps. With
+   --work a rerun resumes it; asked for more steps than a finished run had, it goes on from that
+   run's weights and optimizer with a second, lower cycle (a warm restart, as in SGDR).
 3. Written as diffusers folders (fp16 safetensors): OUT/sd15-demo (model_index.json, unet/, vae/,
    text_encoder/, tokenizer/, scheduler/) and OUT/motion-adapter, with a model card (OUT/README.md).
 4. Loaded back through the family's own loading path (`from_pretrained` on the folders) and sampled from held-out
@@ -39,11 +41,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "examples"))
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
+from demo_card import write_card
 from diffusers import AutoencoderKL, DDPMScheduler, MotionAdapter, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -68,10 +72,13 @@ MOTION = dict(tiny.MOTION, block_out_channels=(48, 96))
 VAE = dict(tiny.VAE, block_out_channels=(32, 64), scaling_factor=1.0)  # 2x downsampling; the factor is measured after training
 TEXT = dict(tiny.TEXT, hidden_size=TEXT_DIM, projection_dim=TEXT_DIM)
 TRAIN_CLIPS = 4000  # seeds 0..3999; held-out clips use seeds from HELD_OUT on
+ARCHITECTURE = {"unet_blocks": UNET2D["block_out_channels"], "vae_blocks": VAE["block_out_channels"], "text_dim": TEXT_DIM, "clips": TRAIN_CLIPS}  # for the card
 HELD_OUT = 1_000_000
 MOVING = 0.15  # |displacement| in frame sizes that counts as moving (huvi.track)
 PROMPT_DROP = 0.1
 CHECKPOINT_EVERY = 50  # UNet steps between checkpoints in --work (a few minutes of CPU)
+LR = 1e-3  # the UNet stage's peak learning rate (one cycle)
+RESTART_LR = 3e-4  # the peak of a warm restart's second cycle (--unet-steps raised after a finished run)
 MIN_SNR_GAMMA = 5.0  # Min-SNR loss weighting (Hang et al. 2023, eq. 10 for epsilon prediction): 3x faster convergence
 
 
@@ -146,7 +153,7 @@ def sample_check(unet, encoders: Encoders, family, clips: int = 8, steps: int = 
     return {"tracked_share": tracked / clips, "moves_as_asked_share": moved / clips}
 
 
-def save_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Generator, losses: list[float], plan: dict) -> None:
+def save_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Generator, losses: list[float], plan: dict, restart_at: int | None, seconds: float) -> None:
     """The UNet stage's state after len(losses) steps: weights as safetensors, the optimizer, schedule
     and random stream beside them; written to a temporary folder, then swapped in whole."""
     tmp = folder.with_name(folder.name + ".tmp")
@@ -154,7 +161,7 @@ def save_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Gen
     tmp.mkdir(parents=True)
     weights = {f"unet.{k}": v for k, v in unet.state_dict().items()} | {f"text_encoder.{k}": v for k, v in text_encoder.state_dict().items()}
     save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "weights.safetensors")
-    torch.save({"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "generator": gen.get_state(), "losses": losses, "plan": plan}, tmp / "state.pt")
+    torch.save({"optimizer": opt.state_dict(), "schedule": sched.state_dict(), "generator": gen.get_state(), "losses": losses, "plan": plan, "restart_at": restart_at, "seconds": seconds}, tmp / "state.pt")
     old = folder.with_name(folder.name + ".old")  # the previous checkpoint stays whole until the new one is in place
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
@@ -163,25 +170,35 @@ def save_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Gen
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(folder: Path, unet, text_encoder, opt, sched, gen: torch.Generator, plan: dict) -> list[float]:
-    """The losses so far of a checkpoint made with the same `plan` (steps, batch, seed), its state
-    loaded into the given objects; [] when there is none or it was made for another plan."""
+def load_checkpoint(folder: Path, plan: dict) -> dict | None:
+    """The state of a checkpoint to go on from under `plan` (steps, batch, seed): one made with the
+    same plan (a resume), or one that finished a shorter plan of the same batch and seed (a warm
+    restart, marked "restart_at": its step count); None when there is neither."""
     if not (folder / "state.pt").is_file() and (folder.with_name(folder.name + ".old") / "state.pt").is_file():
         folder = folder.with_name(folder.name + ".old")  # killed between the two renames of save_checkpoint
     if not (folder / "state.pt").is_file():
-        return []
+        return None
     state = torch.load(folder / "state.pt", weights_only=False)
-    if state["plan"] != plan:
-        logger.warning("not resuming from %s: it was made for %s, not %s", folder, state["plan"], plan)
-        return []
-    weights = load_file(folder / "weights.safetensors")
-    unet.load_state_dict({k.removeprefix("unet."): v for k, v in weights.items() if k.startswith("unet.")})
-    text_encoder.load_state_dict({k.removeprefix("text_encoder."): v for k, v in weights.items() if k.startswith("text_encoder.")})
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["schedule"])
-    gen.set_state(state["generator"])
-    logger.warning("resuming the UNet stage at step %d of %d from %s", len(state["losses"]), plan["steps"], folder)
-    return state["losses"]
+    done, made_for = len(state["losses"]), state["plan"]
+    same = {k: v for k, v in made_for.items() if k != "steps"} == {k: v for k, v in plan.items() if k != "steps"}
+    if made_for == plan:
+        logger.warning("resuming the UNet stage at step %d of %d from %s", done, plan["steps"], folder)
+    elif same and done == made_for["steps"] < plan["steps"]:
+        logger.warning("going on from the finished %d-step UNet stage in %s: a warm restart to step %d", done, folder, plan["steps"])
+        state["restart_at"], state["schedule"] = done, None
+    else:
+        logger.warning("not resuming from %s: it was made for %s, not %s", folder, made_for, plan)
+        return None
+    state["weights"] = load_file(folder / "weights.safetensors")
+    return state
+
+
+def one_cycle(opt: torch.optim.Optimizer, steps: int, restart_at: int | None) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The UNet stage's schedule: one cycle to LR over `steps`; after a warm restart at step k (more
+    steps asked of a finished stage), a second cycle to RESTART_LR over the steps from k on."""
+    if restart_at is None:
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.05)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=RESTART_LR, total_steps=steps - restart_at, pct_start=0.05)
 
 
 def train_unet(
@@ -208,12 +225,28 @@ def train_unet(
     latents = (latents * vae.config.scaling_factor).unflatten(0, clips.shape[:2]).transpose(1, 2).contiguous()  # (n, c, f, h, w)
     tokens = tokenizer(prompts + [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(seed + 1)
     plan, checkpoint = {"steps": steps, "batch": batch, "seed": seed}, work / "unet-checkpoint" if work else None
-    losses = load_checkpoint(checkpoint, unet, text_encoder, opt, sched, gen, plan) if checkpoint else []
+    state = load_checkpoint(checkpoint, plan) if checkpoint else None
+    restart_at = state.get("restart_at") if state else None
+    if state is None:
+        sched, losses = one_cycle(opt, steps, None), []
+    else:
+        unet.load_state_dict({k.removeprefix("unet."): v for k, v in state["weights"].items() if k.startswith("unet.")})
+        text_encoder.load_state_dict({k.removeprefix("text_encoder."): v for k, v in state["weights"].items() if k.startswith("text_encoder.")})
+        if state["schedule"] is None:  # a warm restart: the new cycle's rates replace the finished one's
+            opt.load_state_dict(state["optimizer"])
+            sched = one_cycle(opt, steps, restart_at)
+        else:  # a resume: the schedule first, then the optimizer's own state (its rates) over it
+            sched = one_cycle(opt, steps, restart_at)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"])
+        losses = state["losses"]
     start, resumed = time.perf_counter(), len(losses)
+    before = state.get("seconds", 0.0) if state else 0.0  # the stage's time in earlier processes
+    timed_from = resumed if state and "seconds" not in state else 0  # checkpoints older than this record no time
     bar = tqdm(range(len(losses), steps), desc="unet", unit="step", initial=len(losses), total=steps)
     for _ in bar:
         index = torch.randint(len(latents), (batch,), generator=gen)
@@ -233,13 +266,13 @@ def train_unet(
         if check_every and (len(losses) % check_every == 0):
             row = {"step": len(losses), "loss_mean_last_50": round(float(np.mean(losses[-50:])), 4)} | sample_check(unet, Encoders(vae, text_encoder, tokenizer), family)
             logger.warning("unet check %s", json.dumps(row))
-        if checkpoint and len(losses) % CHECKPOINT_EVERY == 0:
-            save_checkpoint(checkpoint, unet, text_encoder, opt, sched, gen, losses, plan)
+        if checkpoint and (len(losses) % CHECKPOINT_EVERY == 0 or len(losses) == steps):  # the last one for a warm restart
+            save_checkpoint(checkpoint, unet, text_encoder, opt, sched, gen, losses, plan, restart_at, before + time.perf_counter() - start)
     figures = {
         "stage": "unet", "steps": steps, "batch": batch, "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 4),
-        "first_loss_mean_first_20": round(float(np.mean(losses[:20])), 4), "seconds": round(time.perf_counter() - start),
-        "resumed_at_step": resumed,  # "seconds" counts this process only
-    }
+        "first_loss_mean_first_20": round(float(np.mean(losses[:20])), 4), "seconds": round(before + time.perf_counter() - start),
+        "resumed_at_step": resumed, "seconds_from_step": timed_from,  # "seconds" covers the steps from seconds_from_step on
+    } | ({"warm_restart_at_step": restart_at, "restart_lr": RESTART_LR} if restart_at else {})
     # The video UNet's state dict is the UNet's and the adapter's, under the same names (assemble_unet).
     state = unet.state_dict()
     unet2d.load_state_dict({k: state[k] for k in unet2d.state_dict()})
@@ -299,84 +332,12 @@ def evaluate(out: Path, clips: int, steps: int, guidance: float, seed: int) -> d
     return figures
 
 
-CARD = """\
-# huvi demo model
-
-A small text-to-video model of the SD1.5 + AnimateDiff family (`UNetMotionModel`): {params}
-parameters in all, {mb:.1f} MB of fp16 safetensors. It generates 8-frame 32x32 clips in which a
-flat-coloured shape (square, disc, triangle; 8 colours) glides over a soft background, from a
-first frame it is given (frame 0 held clean, as huvi trains and samples). It is meant for a
-`demo` CPU preset (issue 15); it is not a model of real video.
-
-    sd15-demo/        SD1.5 layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
-    motion-adapter/   the AnimateDiff MotionAdapter (diffusers layout)
-    figures.json      what examples/pretrain_demo.py printed
-
-## Parts
-
-| part | architecture | parameters |
-|---|---|---|
-| UNet | `UNet2DConditionModel`, blocks {unet_blocks}, 1 layer per block, cross-attention {text_dim} | {unet_params} |
-| motion adapter | `MotionAdapter`, blocks {unet_blocks}, 1 motion layer per block, 2 heads | {motion_params} |
-| VAE | `AutoencoderKL`, blocks {vae_blocks}, 4 latent channels: 32x32 -> 16x16x4, scaling factor {scale} | {vae_params} |
-| text encoder | `CLIPTextModel`, {text_dim} wide, 2 layers, huvi's character-level CLIP tokenizer | {text_params} |
-
-The scheduler is SD1.5's (PNDM over the scaled-linear DDPM schedule, epsilon prediction).
-
-## Recipe (`python examples/pretrain_demo.py`, seed {seed})
-
-- Data: {clips} clips of huvi.demo_data (seeds 0-{last}): shape, colour, size (22-36% of the
-  frame), direction (left and right 35% each, up and down 15% each), speed (25-60% of the frame
-  over the clip) and start drawn per clip; half the prompts name the direction ("a red disc moving
-  right"), half do not ("a red disc moving", "a shape moving across the frame").
-- VAE: {vae_steps} AdamW steps of 32 frames, lr 2e-3 (one-cycle), MSE plus 1e-6 KL.
-- UNet, motion adapter and text encoder, all weights, together: {unet_steps} AdamW steps of
-  {batch} clips, lr 1e-3 (one-cycle), weight decay 0.01, gradient clipping 1; epsilon prediction
-  on the DDPM schedule, timesteps uniform, the loss weighted by Min-SNR-5 (Hang et al. 2023), latent
-  frame 0 held clean and out of the loss
-  (huvi.dpo.denoising_errors through the family's noising), sparse-causal spatial attention, the
-  prompt dropped for 10% of clips (classifier-free guidance); the motion modules' `proj_out`
-  start at zero.
-- One CPU thread on a machine shared with other jobs: {minutes:.0f} minutes in all.
-
-## Figures
-
-{figures}
-
-Samples: from first frames of held-out clips (seeds from 1,000,500), {eval_steps} DDIM steps,
-guidance {guidance}, through the family's loading path. *Moving*: huvi.track finds the shape
-in every frame and its net displacement exceeds 0.15 frame widths (heights for up/down).
-"""
-
-
-def write_card(out: Path, figures: list[dict], args: argparse.Namespace) -> None:
-    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
-
-    def count(model) -> int:
-        return sum(p.numel() for p in model.parameters())
-
-    base = out / "sd15-demo"
-    unet, vae = UNet2DConditionModel.from_pretrained(base, subfolder="unet"), AutoencoderKL.from_pretrained(base, subfolder="vae")
-    text, motion = CLIPTextModel.from_pretrained(base, subfolder="text_encoder"), MotionAdapter.from_pretrained(out / "motion-adapter")
-    sizes = {"unet_params": count(unet), "motion_params": count(motion), "vae_params": count(vae), "text_params": count(text)}
-    by_stage = {row["stage"]: row for row in figures}
-    lines = [f"- {row['stage']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "stage") for row in figures]
-    card = CARD.format(
-        params=f"{sum(sizes.values()) / 1e6:.2f} M", mb=by_stage["save"]["bytes"] / 2**20, unet_blocks=UNET2D["block_out_channels"],
-        vae_blocks=VAE["block_out_channels"], text_dim=TEXT_DIM, scale=vae.config.scaling_factor, seed=args.seed, clips=TRAIN_CLIPS,
-        last=TRAIN_CLIPS - 1, vae_steps=by_stage["vae"]["steps"], unet_steps=by_stage["unet"]["steps"], batch=by_stage["unet"]["batch"],
-        minutes=by_stage["total"]["seconds"] / 60, figures="\n".join(lines), eval_steps=by_stage["samples"]["steps"],
-        guidance=by_stage["samples"]["guidance"], **{k: f"{v:,}" for k, v in sizes.items()},
-    )
-    (out / "README.md").write_text(card)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "models" / "demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-steps", type=int, default=400)
-    parser.add_argument("--unet-steps", type=int, default=400)
+    parser.add_argument("--vae-steps", type=int, default=300)  # the shipped model's recipe (models/demo/README.md)
+    parser.add_argument("--unet-steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--eval-clips", type=int, default=24)
     parser.add_argument("--eval-steps", type=int, default=15)
@@ -395,7 +356,7 @@ def main() -> None:
         figures.append(row)
 
     if args.card_only:
-        write_card(args.out, json.loads((args.out / "figures.json").read_text()), args)
+        write_card(args.out, json.loads((args.out / "figures.json").read_text()), args.seed, ARCHITECTURE)
         return
     begin = time.perf_counter()
     if not args.eval_only:
@@ -422,7 +383,7 @@ def main() -> None:
     else:
         report({"stage": "total", "seconds": round(time.perf_counter() - begin), "threads": torch.get_num_threads(), "seed": args.seed})
     (args.out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
-    write_card(args.out, figures, args)
+    write_card(args.out, figures, args.seed, ARCHITECTURE)
 
 
 if __name__ == "__main__":

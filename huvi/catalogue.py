@@ -4,10 +4,11 @@ gives up, for the app's model picker and `python -m huvi presets`; and which pre
 Everything is read from the presets themselves, so a new preset file is listed with no code change:
 
     family     model.family of the config the preset loads (huvi.families)
-    tier       "CPU" for a preset whose models are built in code (model.source: tiny); otherwise the
-               card size its leading comment names ("12 GB cards", "the 12-16 GB tier")
+    tier       "CPU" for a preset whose models are built in code (model.source: tiny) or whose leading
+               comment begins "CPU preset" (the demo model); otherwise the card size that comment
+               names ("12 GB cards", "the 12-16 GB tier")
     gives up   what its config lacks against its family's reference, the GPU preset of the largest
-               tier (then the most frames and pixels): the real model, the base model, frames, clip
+               tier (then the most frames and pixels): the real model (for a CPU preset), the base model, frames, clip
                size, LoRA ranks. The reference itself gives up nothing.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from huvi.config import PRESET_DIR, HuviConfig, ModelConfig, load_config, preset_names
 from huvi.families import FAMILIES, TITLES, WEIGHT_FILES
 from huvi.hub import local_source
+from huvi.precision import CPU_PRESET, GPU_PRESET
 
 CPU = "CPU"
 _CARD = re.compile(r"(\d+)(?:\s*[-–]\s*(\d+))?\s*GB")  # "12 GB", "12-16 GB"
@@ -68,7 +70,7 @@ class PresetEntry:
 
 
 def _tier(cfg: HuviConfig, note: str) -> tuple[str, tuple[int, int]]:
-    if cfg.model.source == "tiny":
+    if cfg.model.source == "tiny" or note.startswith("CPU preset"):
         return CPU, (0, 0)
     card = _CARD.search(note)
     if card is None:
@@ -85,11 +87,13 @@ def _model_name(model: ModelConfig) -> str:
     return Path(model.base).name.removesuffix("-Diffusers")
 
 
-def _gives_up(cfg: HuviConfig, ref: HuviConfig) -> tuple[str, ...]:
-    """What `cfg` lacks against `ref`, its family's reference (only what it has less of)."""
+def _gives_up(cfg: HuviConfig, ref: HuviConfig, cpu: bool) -> tuple[str, ...]:
+    """What `cfg` (of the CPU tier when `cpu`) lacks against `ref`, its family's reference (only what it has less of)."""
     lost = []
     if cfg.model.source == "tiny":
         lost.append("the real model (random tiny weights: a CPU-only toy)")
+    elif cpu:
+        lost.append(f"the real model ({_model_name(cfg.model)}: a small model of moving shapes for the CPU)")
     elif _model_name(cfg.model) != _model_name(ref.model):
         lost.append(f"{_model_name(cfg.model)} (not {_model_name(ref.model)})")
     if cfg.data.frames < ref.data.frames:
@@ -123,13 +127,20 @@ def _catalogue(files: tuple[tuple[str, int], ...]) -> tuple[PresetEntry, ...]:
         ref = max(gpu, key=lambda name: (tiers[name][1][1], _size(configs[name])))  # the largest tier, then the largest clips
         for name in sorted(names, key=lambda name: (tiers[name][1], name)):
             tier, gib = tiers[name]
-            entries.append(PresetEntry(name, family, tier, gib, _gives_up(configs[name], configs[ref]), ref, notes[name]))
+            entries.append(PresetEntry(name, family, tier, gib, _gives_up(configs[name], configs[ref], tier == CPU), ref, notes[name]))
     return tuple(entries)
 
 
 def preset_entry(name: str) -> PresetEntry | None:
     """The catalogue's entry of preset `name` (None for a preset file given by path, or a typo)."""
     return next((entry for entry in catalogue() if entry.name == name), None)
+
+
+def cpu_config(cfg: HuviConfig) -> bool:
+    """Whether `cfg` is of a CPU preset (its catalogue entry's tier; for a preset file given by path,
+    whether its models are built in code)."""
+    entry = preset_entry(cfg.preset)
+    return entry.cpu if entry is not None else cfg.model.source == "tiny"
 
 
 def family_entries(family: str) -> list[PresetEntry]:
@@ -199,14 +210,15 @@ class PresetChoice:
 
 
 def choose_preset() -> PresetChoice:
-    """sd15-24gb with a CUDA GPU and the weights on disk; tiny otherwise, with the reason."""
+    """sd15-24gb with a CUDA GPU and the weights on disk; otherwise demo (the demo model, shipped
+    with huvi), with the reason."""
     import torch
 
-    real = "sd15-24gb"
+    real = GPU_PRESET
     if not torch.cuda.is_available():
-        return PresetChoice("tiny", "No CUDA GPU was found.")
+        return PresetChoice(CPU_PRESET, "No CUDA GPU was found.")
     if not weights_on_disk(load_config(real).model):
-        return PresetChoice("tiny", "A GPU was found, but the Stable Diffusion 1.5 and AnimateDiff weights are not downloaded.")
+        return PresetChoice(CPU_PRESET, "A GPU was found, but the Stable Diffusion 1.5 and AnimateDiff weights are not downloaded.")
     gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     reason = f"A CUDA GPU ({torch.cuda.get_device_name(0)}, {gib:.0f} GB) and the weights were found."
     if gib < 22:

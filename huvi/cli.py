@@ -113,9 +113,9 @@ def warn_full_size_on_cpu(cfg: HuviConfig) -> None:
     """Say so when a preset built for a GPU is about to train on a CPU (minutes per step, hours per stage)."""
     import torch
 
-    from huvi.catalogue import cpu_preset
+    from huvi.catalogue import cpu_config, cpu_preset
 
-    if cfg.model.source != "tiny" and not torch.cuda.is_available():
+    if not cpu_config(cfg) and not torch.cuda.is_available():
         logger.warning(
             "preset %s is for a GPU and there is none here: each step takes minutes on the CPU; use --preset %s to try the flow.",
             cfg.preset, cpu_preset(cfg.model.family),
@@ -307,16 +307,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_weights(args: argparse.Namespace) -> int:
+    from huvi.catalogue import cpu_config
     from huvi.config import load_config, preset_names
     from huvi.families import family_for
 
     configs = [load_config(name) for name in args.preset or preset_names()]
-    if not args.preset:  # every full-size preset of the family
-        configs = [cfg for cfg in configs if cfg.model.family == args.family and cfg.model.source != "tiny"]
+    if not args.preset:  # every GPU preset of the family
+        configs = [cfg for cfg in configs if cfg.model.family == args.family and not cpu_config(cfg)]
     models: dict[str, list[str]] = {}  # the models' weight sources -> the presets that use them
     for cfg in configs:
-        if cfg.model.source == "tiny":
-            raise HuviError(f"Preset {cfg.preset} builds its tiny model in code; make-test-weights writes the full-size presets' models.")
+        if cpu_config(cfg):
+            raise HuviError(
+                f"Preset {cfg.preset} is a CPU preset whose model is built in code or ships with huvi; make-test-weights writes the GPU presets' models."
+            )
         family = family_for(cfg.model)
         models.setdefault(json.dumps([family.name, family.weight_sources()]), []).append(cfg.preset)
     for presets in models.values():

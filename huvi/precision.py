@@ -14,9 +14,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+GPU_PRESET, CPU_PRESET = "sd15-24gb", "demo"  # CPU: the demo model that ships with huvi (the tests use tiny, built in code)
+
+
 def default_preset() -> str:
-    """The preset for this machine when none is given: sd15-24gb with a CUDA GPU, tiny on a CPU."""
-    return "sd15-24gb" if torch.cuda.is_available() else "tiny"
+    """The preset for this machine when none is given: GPU_PRESET with a CUDA GPU, CPU_PRESET without."""
+    return GPU_PRESET if torch.cuda.is_available() else CPU_PRESET
 
 
 def resolve_precision(precision: str) -> str:

@@ -44,7 +44,7 @@ def test_the_model_picker_lists_each_family_s_presets_with_tier_and_what_each_gi
     assert wan.value == "wan-tiny" and [name for _, name in wan.choices] == ["wan-tiny", "wan21-1.3b", "wan22-5b"]
     assert ("wan21-1.3b · 12–16 GB · gives up Wan2.1-T2V-1.3B (not Wan2.2-TI2V-5B), 33 frames (not 49)", "wan21-1.3b") in wan.choices
     assert pick_family("sd15", tabs.preset.name).value == "tiny" and family_of("wan22-5b") == "wan"
-    assert [name for _, name in preset_dropdown("sd15-12gb").choices] == ["tiny", "sd15-12gb", "sd15-16gb", "sd15-24gb"]
+    assert [name for _, name in preset_dropdown("sd15-12gb").choices] == ["demo", "tiny", "sd15-12gb", "sd15-16gb", "sd15-24gb"]
     info = tabs.train.preset_info("wan-tiny")
     assert "Wan 2.1 / 2.2 (experimental) · VRAM tier **CPU** · against `wan22-5b`, it gives up the real model (random tiny weights" in info
     assert tabs.train.preset_values("wan-tiny")[:2] == [200, 200] and tabs.train.preset_values("wan-tiny")[SETTING["dpo.beta"]] == 1000.0

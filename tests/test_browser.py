@@ -3,7 +3,7 @@
 One user's session, in the order of the tabs: make a category (its name with spaces made safe, a
 refusal that keeps the typed text), upload eight clips and a broken file, look at what training
 sees of a clip (for SD1.5's and Wan's CPU presets, picked in the model picker), rate the clips, look at the pairs with their thumbnails and pick their seed, train a
-tiny run with a second preview prompt (a refused start first; the starting phase, the disabled
+run of the demo model (the CPU default) with a second preview prompt (a refused start first; the starting phase, the disabled
 Start and the page reloaded while it trains, the form then showing the run's settings and the
 lists read again; both stages' plots and the preview gallery; then the Wan family picked, its
 settings filled in), generate with it
@@ -185,7 +185,7 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     category = "My-Bunny-Clips"
 
     # 1 · Category: the demo category is there, each clip with its frame count and size; Remove asks first
-    page.get_by_text("Tiny preset").wait_for()  # the banner: no GPU here
+    page.get_by_text("Demo preset").wait_for()  # the banner: no GPU here, so the demo model
     shown(page, "12 clips").wait_for()
     expect(cards(page)).to_have_count(12)
     expect(card(page, "left_0_01.mp4").get_by_text("32 frames · 64×64")).to_be_visible()
@@ -235,7 +235,7 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     shown(page, "Stored 32×32").wait_for()
     page.get_by_text("a training clip is 8 of them in a row").wait_for()
     expect(gallery(page, "The frames training reads").locator(".caption-label")).to_have_count(10)  # frames 0, 3, ..., 27
-    # the model picker: Wan's CPU preset reads 9 frames (1 + 4k for its causal VAE), no spare ones; back to SD1.5's tiny
+    # the model picker: Wan's CPU preset reads 9 frames (1 + 4k for its causal VAE), no spare ones; back to SD1.5's demo
     pick_family(page, WAN)
     expect(page.get_by_label("Preset: the frames and size clips must fit")).to_have_value(re.compile(r"^wan-tiny · CPU · gives up "))
     shown(page, "a training clip is 9 of them in a row").wait_for()
@@ -268,7 +268,7 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     wait_until(lambda: rows.first.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 0"), "the thumbnails")
     page.screenshot(path=str(shots / "3-pairs.png"), full_page=True)
 
-    # 4 · Train: a tiny run in the background; the page is reloaded while it trains
+    # 4 · Train: a run of the demo model in the background; the page is reloaded while it trains
     open_tab(page, "4 · Train")
     assert category_picker(page).input_value() == category  # the category made in tab 1
     assert page.get_by_label("Seed (also decides the pair order)").input_value() == "7"
@@ -340,9 +340,9 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     open_tab(page, "5 · Generate")
     expect(page.get_by_text("is busy")).to_have_count(0)
     assert page.get_by_label("Trained run").input_value() == run
-    steps = page.get_by_label("Steps (the run's: 10)")
-    expect(steps).to_have_value("10")
-    page.get_by_text("the tiny preset's random SDXL draws noise").wait_for()
+    steps = page.get_by_label("Steps (the run's: 15)")
+    expect(steps).to_have_value("15")
+    page.get_by_text("a shape is drawn, of the shape and colour the prompt names").wait_for()
     steps.fill("2")
     page.get_by_label("Also render without DPO, side by side").check()
     page.get_by_role("button", name="Generate").click()

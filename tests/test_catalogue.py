@@ -22,7 +22,7 @@ def test_every_preset_is_listed_by_family_then_tier():
     entries = catalogue()
     assert sorted(e.name for e in entries) == preset_names()
     assert [(e.family, e.name, e.tier) for e in entries] == [
-        ("sd15", "tiny", "CPU"), ("sd15", "sd15-12gb", "12 GB"), ("sd15", "sd15-16gb", "16 GB"), ("sd15", "sd15-24gb", "24 GB"),
+        ("sd15", "demo", "CPU"), ("sd15", "tiny", "CPU"), ("sd15", "sd15-12gb", "12 GB"), ("sd15", "sd15-16gb", "16 GB"), ("sd15", "sd15-24gb", "24 GB"),
         ("wan", "wan-tiny", "CPU"), ("wan", "wan21-1.3b", "12–16 GB"), ("wan", "wan22-5b", "24 GB"),
     ]
     assert all(e.family == load_config(e.name).model.family for e in entries)
@@ -48,7 +48,7 @@ def test_preset_notes_say_what_each_tier_is_for():
 
 @pytest.mark.parametrize(
     ("family", "machine_default", "picked"),
-    [("wan", "tiny", "wan-tiny"), ("sd15", "tiny", "tiny"), ("sd15", "wan-tiny", "tiny"), ("wan", "sd15-24gb", "wan22-5b"), ("sd15", "sd15-12gb", "sd15-12gb")],
+    [("wan", "demo", "wan-tiny"), ("sd15", "demo", "demo"), ("sd15", "tiny", "tiny"), ("sd15", "wan-tiny", "demo"), ("wan", "sd15-24gb", "wan22-5b"), ("sd15", "sd15-12gb", "sd15-12gb")],
 )
 def test_a_family_picked_starts_at_the_preset_of_the_machine_s_kind(family, machine_default, picked):
     """No GPU: the family's CPU preset, as the machine's default is; a GPU: the family's full setting."""
@@ -56,7 +56,7 @@ def test_a_family_picked_starts_at_the_preset_of_the_machine_s_kind(family, mach
 
 
 def test_each_family_names_its_cpu_preset():
-    assert (cpu_preset("sd15"), cpu_preset("wan")) == ("tiny", "wan-tiny")
+    assert (cpu_preset("sd15"), cpu_preset("wan")) == ("demo", "wan-tiny")
 
 
 def test_weights_on_disk_finds_local_folders_and_never_downloads(tmp_path, monkeypatch):
@@ -87,7 +87,8 @@ def test_the_cli_lists_the_catalogue(capsys, monkeypatch):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(preset_names())
-    assert lines[0].split()[:5] == ["SD1.5", "+", "AnimateDiff", "tiny", "CPU"] and lines[0].endswith("(this machine's default)")
+    assert lines[0].split()[:5] == ["SD1.5", "+", "AnimateDiff", "demo", "CPU"] and lines[0].endswith("(this machine's default)")
+    assert lines[1].split()[:5] == ["SD1.5", "+", "AnimateDiff", "tiny", "CPU"] and not lines[1].endswith("(this machine's default)")
     row = next(line for line in lines if " wan21-1.3b " in line)
     assert row.startswith("Wan 2.1 / 2.2 (experimental)") and row.endswith("12–16 GB  gives up Wan2.1-T2V-1.3B (not Wan2.2-TI2V-5B), 33 frames (not 49)")
     with pytest.raises(SystemExit):

@@ -138,7 +138,7 @@ def test_a_gpu_preset_on_a_cpu_is_warned_about(category, tmp_path, caplog, monke
     caplog.set_level(logging.WARNING, logger="huvi")
     code = main(["train", "--category", str(category), "--out", str(tmp_path / "run"), "--preset", "sd15-12gb", "--steps", "1"])
     assert code == EXIT_BAD_INPUT and "hf download" in capsys.readouterr().err  # offline, it then stops at the missing weights
-    assert "preset sd15-12gb is for a GPU and there is none here: each step takes minutes on the CPU; use --preset tiny" in caplog.text
+    assert "preset sd15-12gb is for a GPU and there is none here: each step takes minutes on the CPU; use --preset demo" in caplog.text
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "check", "generate", "export", "metrics", "dense-pairs", "bench", "make-test-weights"])
@@ -213,6 +213,9 @@ def test_make_test_weights_writes_each_selected_model_once(args, written, tmp_pa
     assert [(row["family"], row["presets"]) for row in printed] == written
 
 
-def test_make_test_weights_refuses_a_tiny_preset(tmp_path, capsys):
-    assert main(["make-test-weights", str(tmp_path), "--preset", "wan-tiny"]) == EXIT_BAD_INPUT
-    assert error_lines(capsys.readouterr().err) == ["error: Preset wan-tiny builds its tiny model in code; make-test-weights writes the full-size presets' models."]
+@pytest.mark.parametrize("preset", ["wan-tiny", "demo"])  # built in code; shipped with huvi
+def test_make_test_weights_refuses_a_cpu_preset(preset, tmp_path, capsys):
+    assert main(["make-test-weights", str(tmp_path), "--preset", preset]) == EXIT_BAD_INPUT
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: Preset {preset} is a CPU preset whose model is built in code or ships with huvi; make-test-weights writes the GPU presets' models."
+    ]

@@ -148,10 +148,21 @@ class Context:
             return f"**Preset `{self.preset.name}`** — {self.preset.reason} {picker}"
         smallest = min((e.gib[0] for e in family_entries(entry.family) if not e.cpu), default=12)
         fetch = " and ".join(f"`hf download {source}`" for source in weight_sources(load_config(entry.reference).model))
+        if load_config(entry.name).model.source == "tiny":
+            what = (
+                "huvi uses small random-weight models built in code: they run the whole flow (rate clips, train both "
+                "stages, generate, export) on a CPU in minutes and learn toy preferences such as the demo's sliding "
+                "squares, but they do not make real video."
+            )
+        else:
+            what = (
+                "huvi uses its demo model, a small video model of the SD1.5 family trained on clips of moving shapes "
+                "(it ships with huvi): it runs the whole flow (rate clips, train both stages, generate, export) on a "
+                "CPU in minutes and generates clips in which a shape moves, so what the stages learn shows in its "
+                "clips, but it does not make real video."
+            )
         return (
-            f"**Tiny preset** — {self.preset.reason} huvi uses small random-weight models built in code: they run the "
-            "whole flow (rate clips, train both stages, generate, export) on a CPU in minutes and learn toy "
-            "preferences such as the demo's sliding squares, but they do not make real video. For the real "
+            f"**{entry.name.capitalize()} preset** — {self.preset.reason} {what} For the real "
             f"model ({family_title(entry.family)}, a GPU with {smallest} GB or more), download the weights once "
             f"and restart the app:\n\n{fetch}\n\n{picker}"
         )

@@ -101,7 +101,7 @@ class TrainHandlers(Context):
         except HuviError:
             model = None
         cpu = cpu_preset(model.family) if model else None
-        if model is not None and model.source != "tiny" and not torch.cuda.is_available():
+        if model is not None and not (entry is not None and entry.cpu) and not torch.cuda.is_available():
             lines.append(
                 f"⚠ **This machine has no CUDA GPU**: `{preset}` builds the full-size model, which takes minutes per step on a CPU "
                 f"and needs the weights downloaded; pick `{cpu}` to try the whole flow here."
