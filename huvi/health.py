@@ -8,7 +8,8 @@ with training accuracy 0 at step 200, the winners' and losers' own losses ~40% a
 reference's, and held-out accuracy below chance. The monitor watches, over the last WINDOW steps:
 
     degrading        the winners' and the losers' mean losses both above the reference's by DEGRADE or more
-    accuracy fell    the running training accuracy dropped by ACCURACY_DROP from a peak of ACCURACY_PEAK or more
+    accuracy fell    the running training accuracy (over ACCURACY_WINDOW steps) dropped by ACCURACY_DROP from a
+                     peak of ACCURACY_PEAK or more
     loss climbing    the running mean loss back above ln 2 (worse than the reference) after it had
                      fallen below LEARNED; a single step's loss is no sign: with one pair a step and
                      beta 5000 it swings between ~0 and ~10 in healthy runs
@@ -30,8 +31,14 @@ from dataclasses import dataclass, field
 
 WINDOW = 20  # steps in the running means: ~10% of a tiny DPO stage, enough to average out the pair draws
 DEGRADE = 0.05  # relative; a healthy tiny run keeps the winners within ~2% of the reference (issue 16's runs)
+# Training accuracy is one pair's 0 or 1 a step, so its running mean wanders and its peak is the luckiest
+# window. Healthy stages simulated as 200 steps each right with p = 0.8 (500 seeds): 20 steps and a 0.25
+# drop (the first reading) cried overshoot in 96% of them, and in 10 of 14 real demo-preset stages
+# (2026-12-05) none of which collapsed; 50 steps and 0.35 in 0.25% (1000 steps: 3%; p = 0.7:
+# 18%). A collapse like issue 16's (1.0 to 0) still shows within ~20 steps of it.
+ACCURACY_WINDOW = 50
 ACCURACY_PEAK = 0.8
-ACCURACY_DROP = 0.25  # from the peak of the 20-step mean: the collapse measured went from 1.0 to 0
+ACCURACY_DROP = 0.35
 LEARNED = 0.1  # the running mean loss of a stage that has learned its pairs (ln 2 = 0.69 at the start)
 HELD_OUT_DROP = 0.15
 
@@ -45,15 +52,20 @@ ADVICE = (
 @dataclass
 class HealthMonitor:
     window: int = WINDOW
-    _losses: deque = field(default_factory=deque)
-    _winners: deque = field(default_factory=deque)  # loss_w / ref_loss_w - 1
-    _losers: deque = field(default_factory=deque)
-    _accuracy: deque = field(default_factory=deque)
+    accuracy_window: int = ACCURACY_WINDOW
+    _losses: deque = field(init=False)  # the last `window` values
+    _winners: deque = field(init=False)  # loss_w / ref_loss_w - 1
+    _losers: deque = field(init=False)
+    _accuracy: deque = field(init=False)  # the last `accuracy_window` values
     _peak: float = 0.0  # best running training accuracy so far
     _low: float = math.inf  # lowest running mean loss so far
     _best_held_out: float = -math.inf
     _held_out: float = -math.inf  # the latest held-out accuracy
     _last_seen: dict[str, int] = field(default_factory=dict)  # sign -> the last step it was active
+
+    def __post_init__(self) -> None:
+        self._losses, self._winners, self._losers = (deque(maxlen=self.window) for _ in range(3))
+        self._accuracy = deque(maxlen=self.accuracy_window)
 
     def update(self, row: dict) -> tuple[list[str], list[str]]:
         """Take one DPO metrics row; return the signs active now and the sentences of those that
@@ -65,22 +77,22 @@ class HealthMonitor:
             (self._accuracy, row["accuracy"]),
         ):
             values.append(value)
-            if len(values) > self.window:
-                values.popleft()
-        step, full = row["step"], len(self._accuracy) == self.window
+        step, full, accuracy_full = row["step"], len(self._losses) == self.window, len(self._accuracy) == self.accuracy_window
         accuracy, winners, losers, loss = (statistics.fmean(v) for v in (self._accuracy, self._winners, self._losers, self._losses))
         if full:
-            self._peak, self._low = max(self._peak, accuracy), min(self._low, loss)
+            self._low = min(self._low, loss)
+        if accuracy_full:
+            self._peak = max(self._peak, accuracy)
         found: list[tuple[str, str]] = []  # (sign, the sentence that says it)
         if full and winners > DEGRADE and losers > DEGRADE:
             found.append((DEGRADING, (
                 f"DPO is degrading the model at step {step}: the winners' and the losers' own denoising losses are "
                 f"{winners:+.0%} and {losers:+.0%} against the reference's (mean of {self.window} steps); {ADVICE}."
             )))  # fmt: skip
-        if full and self._peak >= ACCURACY_PEAK and accuracy <= self._peak - ACCURACY_DROP:
+        if accuracy_full and self._peak >= ACCURACY_PEAK and accuracy <= self._peak - ACCURACY_DROP:
             found.append((ACCURACY_FELL, (
                 f"DPO is overshooting at step {step}: training accuracy fell from {self._peak:.2f} to {accuracy:.2f} "
-                f"(mean of {self.window} steps); {ADVICE}."
+                f"(mean of {self.accuracy_window} steps); {ADVICE}."
             )))  # fmt: skip
         if full and self._low < LEARNED and loss > math.log(2):
             found.append((LOSS_CLIMBING, (

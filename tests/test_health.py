@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from helpers import metric_rows, tiny_config
@@ -48,6 +49,16 @@ def test_training_accuracy_falling_from_its_peak_is_overshooting():
     signs, sentences = run_monitor(rows)
     assert ACCURACY_FELL not in signs[49] and ACCURACY_FELL in signs[-1]
     assert len(sentences) == 1 and sentences[0].startswith("DPO is overshooting at step") and "fell from 1.00 to" in sentences[0]
+
+
+def test_one_pair_a_step_accuracy_noise_is_not_overshooting():
+    """Training accuracy is one pair's 0 or 1 a step: a healthy stage right on 80% of its pairs
+    wanders by +-0.1 over 20 steps, which a 20-step peak-to-dip reading took for a collapse."""
+    draws = np.random.default_rng(0).random(200) < 0.8
+    rows = [row(i, accuracy=float(hit), loss=0.2) for i, hit in enumerate(draws, start=1)]
+    assert ACCURACY_FELL not in {s for signs in run_monitor(rows)[0] for s in signs}
+    short = HealthMonitor(accuracy_window=20)  # the reading this replaced
+    assert any(ACCURACY_FELL in short.update(r)[0] for r in rows)
 
 
 def test_the_loss_climbing_back_above_ln2_is_a_sign_and_single_spikes_are_not():
