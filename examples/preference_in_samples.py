@@ -16,7 +16,9 @@ moving right, growing, gliding steadily).
 
 Prints one JSON line per DPO run, then a table per run kind: the share of clips showing the
 preference without and with DPO and the change in points (mean ± standard deviation over the
-seeds), and the share of clips in which the object was kept in every frame. A rated run should
+seeds), the share of clips in which the object was kept in every frame, and of those the share
+showing the preference (the preference apart from how often the object survives, which DPO on the
+demo model changes for a control as much as for a rated run: README). A rated run should
 move the share up (issue 15's goal: +30 points or more), the control should leave it within ±10.
 The models must generate clips with a trackable object for the figures to mean anything: the tiny
 preset's random weights generate colour noise, so on it the script only checks its own plumbing.
@@ -143,13 +145,16 @@ def main() -> None:
             results[seed, kind] = {"preference": args.preference, "seed": seed, "ratings": kind} | future.result()
             print(json.dumps(results[seed, kind]), flush=True)
     print(f"\n{args.preference}: share of {args.clips} generated clips showing it, preset {args.preset}, seeds {' '.join(map(str, args.seeds))} {' '.join(args.set)}")
-    print("| ratings | without DPO | with DPO | change (points) | object kept in every frame, without / with |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| ratings | without DPO | with DPO | change (points) | object kept in every frame, without / with | of those, showing it, without / with |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
         rows = [r for (_, k), r in results.items() if k == kind]
-        tracked = f"{statistics.mean(r['tracked_without_dpo'] for r in rows):.2f} / {statistics.mean(r['tracked_with_dpo'] for r in rows):.2f}"
         cells = [summary([r[k] for r in rows]) for k in ("preferred_without_dpo", "preferred_with_dpo", "change_points")]
-        print(f"| {'as given' if kind == 'rated' else 'control (blind to it)'} | {' | '.join(cells)} | {tracked} |")
+        kept = {side: statistics.mean(r[f"tracked_{side}"] for r in rows) for side in ("without_dpo", "with_dpo")}
+        # the preference itself, apart from how often the object survives (which a control moves too)
+        of_kept = {side: statistics.mean(r[f"preferred_{side}"] for r in rows) / kept[side] if kept[side] else float("nan") for side in kept}
+        print(f"| {'as given' if kind == 'rated' else 'control (blind to it)'} | {' | '.join(cells)} | "
+              f"{kept['without_dpo']:.2f} / {kept['with_dpo']:.2f} | {of_kept['without_dpo']:.2f} / {of_kept['with_dpo']:.2f} |")
 
 
 if __name__ == "__main__":

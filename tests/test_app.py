@@ -145,7 +145,7 @@ def test_a_gpu_preset_picked_on_a_cpu_gets_a_warning(served, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "⚠ **This machine has no CUDA GPU**: `sd15-24gb` builds the full-size model" in tabs.train.preset_info("sd15-24gb")
-    assert "no CUDA GPU" not in tabs.train.preset_info("tiny")
+    assert "no CUDA GPU" not in tabs.train.preset_info("tiny") and "no CUDA GPU" not in tabs.train.preset_info("demo")
     monkeypatch.setattr("ui.training.cpu_load", lambda: (2, 1.6))  # another job keeps 1.6 of 2 cores busy
     assert "other work keeps about 1.6 of them busy now, so a job trains on 1 core" in tabs.train.preset_info("tiny")
 

@@ -158,8 +158,7 @@ class Context:
             what = (
                 "huvi uses its demo model, a small video model of the SD1.5 family trained on clips of moving shapes "
                 "(it ships with huvi): it runs the whole flow (rate clips, train both stages, generate, export) on a "
-                "CPU in minutes and generates clips in which a shape moves, so what the stages learn shows in its "
-                "clips, but it does not make real video."
+                "CPU in minutes and generates clips in which a shape moves, but it does not make real video."
             )
         return (
             f"**{entry.name.capitalize()} preset** — {self.preset.reason} {what} For the real "

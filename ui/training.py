@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from huvi.catalogue import cpu_preset, family_title, missing_weights, preset_entry, preset_note
+from huvi.catalogue import cpu_config, cpu_preset, family_title, missing_weights, preset_entry, preset_note
 from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.gpu_lock import busy_subject
@@ -97,11 +97,12 @@ class TrainHandlers(Context):
             against = f"against `{entry.reference}`, it " if entry.gives_up else ""
             lines.append(f"{family_title(entry.family)} · VRAM tier **{entry.tier}** · {against}{entry.summary}.")
         try:
-            model = load_config(preset).model
+            cfg = load_config(preset)
         except HuviError:
-            model = None
+            cfg = None
+        model = cfg.model if cfg else None
         cpu = cpu_preset(model.family) if model else None
-        if model is not None and not (entry is not None and entry.cpu) and not torch.cuda.is_available():
+        if cfg is not None and not cpu_config(cfg) and not torch.cuda.is_available():
             lines.append(
                 f"⚠ **This machine has no CUDA GPU**: `{preset}` builds the full-size model, which takes minutes per step on a CPU "
                 f"and needs the weights downloaded; pick `{cpu}` to try the whole flow here."
