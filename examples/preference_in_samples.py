@@ -2,17 +2,20 @@
 preference, without and with the DPO adapter, for a rated run and a control.
 
 Per seed: a 12-clip category rated by a toy preference (huvi.synthetic.preference_category, a
-rater's noise on the ratings), one motion stage, then two DPO stages from it: one on the ratings as
-given, one on ratings blind to the preference (huvi.synthetic.shuffled_ratings, a control). Each DPO
-run generates K clips from the first frames of a held-out category made with other seeds (both sides
-of the preference equally: its clips come in couples), with that category's prompt, each twice with
-the same seed: without the DPO adapter (the motion-only model, DPO's reference) and with it.
+rater's noise on the ratings; with --toy shapes the demo model's own kind of clips rated for
+moving right, huvi.demo_data.direction_couples), one motion stage, then two DPO stages from it: one
+on the ratings as given, one on ratings blind to the preference (huvi.synthetic.shuffled_ratings, a
+control). Each DPO run generates K clips from the first frames of a held-out category made with
+other seeds (both sides of the preference equally: its clips come in couples), with that category's
+prompt, each twice with the same seed: without the DPO adapter (the motion-only model, DPO's
+reference) and with it.
 huvi.track follows the main object in every clip; a clip shows the preference when the object is
 kept in every frame (`object_kept`) and its motion shows the preferred side (`shows_preference`:
 moving right, growing, gliding steadily).
 
     python examples/preference_in_samples.py [--preset demo] [--preference direction] [--seeds 1]
-                                             [--clips 32] [--set key=value ...] [--jobs 2] [--work DIR]
+                                             [--clips 32] [--toy squares] [--set key=value ...]
+                                             [--jobs 2] [--work DIR]
 
 Prints one JSON line per DPO run, then a table per run kind: the share of clips showing the
 preference without and with DPO and the change in points (mean ± standard deviation over the
@@ -41,6 +44,7 @@ sys.path.insert(0, str(REPO / "examples"))
 
 from sweep import add_sweep_options, dpo_from_motion, motion_stage, reused_result, summary, sweep_folder, worker_init
 
+from huvi.demo_data import direction_couples
 from huvi.synthetic import PREFERENCES, preference_category, shuffled_ratings
 
 CLIPS = 12  # rated clips of a training category, as learn_preferences.py
@@ -104,11 +108,17 @@ def main() -> None:
     parser.add_argument("--preference", default="direction", choices=list(PREFERENCES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="training-category seeds")
     parser.add_argument("--clips", type=int, default=32, help="held-out first frames, each sampled without and with DPO (even)")
+    parser.add_argument(
+        "--toy", default="squares", choices=("squares", "shapes"),
+        help="squares: huvi.synthetic's; shapes: the demo model's own kind of clips (huvi.demo_data.direction_couples, direction only)",
+    )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
     add_sweep_options(parser)
     args = parser.parse_args()
     if args.clips < 2 or args.clips % 2:
         parser.error("--clips must be an even number of 2 or more (the held-out clips come in couples)")
+    if args.toy == "shapes" and args.preference != "direction":
+        parser.error("--toy shapes rates direction only")
     from huvi.config import load_config
 
     data = load_config(args.preset, args.set).data
@@ -117,15 +127,20 @@ def main() -> None:
 
     def at(seed: int, name: str) -> str:
         """A folder of the sweep: categories, runs and held-out first frames of one seed."""
-        return str(work / f"{args.preference}-{seed}-{name}")
+        return str(work / f"{'shapes-' if args.toy == 'shapes' else ''}{args.preference}-{seed}-{name}")
+
+    def write_category(root: Path, clips: int, seed: int, spread: bool = True) -> Path:
+        if args.toy == "shapes":
+            return direction_couples(root, clips, seed, size=data.width, spread=spread)
+        return preference_category(root, args.preference, clips=clips, seed=seed, size=data.width, spread=spread)
 
     for seed in args.seeds:
         held_out = Path(at(seed, f"first-frames-{args.clips}"))
         if not (held_out / "category.json").is_file():
-            preference_category(held_out, args.preference, clips=args.clips, seed=2000 + seed, size=data.width, spread=False)
+            write_category(held_out, args.clips, 2000 + seed, spread=False)
         for kind in kinds:
             if not Path(at(seed, kind), "category.json").is_file():
-                category = preference_category(Path(at(seed, kind)), args.preference, clips=CLIPS, seed=seed, size=data.width)
+                category = write_category(Path(at(seed, kind)), CLIPS, seed)
                 if kind == "shuffled":
                     shuffled_ratings(category, seed=seed)
     motion_sets = [s for s in args.set if not s.startswith("dpo.")]  # DPO settings leave the motion stage as it is

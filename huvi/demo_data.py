@@ -15,10 +15,11 @@ names: the demo preset's first frame when the user gives none (generate.first_fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from huvi.synthetic import wave_background
+from huvi.synthetic import rated_couples, wave_background
 
 SHAPES = ("square", "disc", "triangle")
 COLOURS = {  # name -> RGB in [0, 1], saturated so the shape stands out of the greyish background
@@ -70,13 +71,15 @@ def _prompt(rng: np.random.Generator, shape: str, colour: str, direction: str) -
     return str(rng.choice([f"a {colour} {shape} moving {direction}", f"a {colour} {shape} sliding {direction}"]))
 
 
-def shape_clip(seed: int, frames: int = 8, size: int = 32, shape: str | None = None, colour: str | None = None) -> ShapeClip:
+def shape_clip(
+    seed: int, frames: int = 8, size: int = 32, shape: str | None = None, colour: str | None = None, direction: str | None = None
+) -> ShapeClip:
     """The clip of `seed`: one shape moving in a straight line at a steady speed (module docstring);
-    `shape` and `colour` replace the drawn ones (the other draws stay those of `seed`)."""
+    `shape`, `colour` and `direction` replace the drawn ones (the other draws stay those of `seed`)."""
     rng = np.random.default_rng(seed)
     drawn_shape, drawn_colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
     shape, colour = shape or drawn_shape, colour or drawn_colour
-    direction = str(rng.choice(list(DIRECTIONS), p=DIRECTION_WEIGHTS))
+    direction = direction or str(rng.choice(list(DIRECTIONS), p=DIRECTION_WEIGHTS))
     side = rng.uniform(*SIDE) * size
     travel = rng.uniform(*TRAVEL)
     background = wave_background(rng, size)
@@ -95,6 +98,20 @@ def shape_clip(seed: int, frames: int = 8, size: int = 32, shape: str | None = N
         frame[_mask(shape, x0 + ux * step, y0 + uy * step, side, size)] = COLOURS[colour]
         out[i] = (frame * 255).round().clip(0, 255).astype(np.uint8)
     return ShapeClip(out, prompt, shape, colour, direction, travel)
+
+
+def direction_couples(root: Path, clips: int = 12, seed: int = 0, frames: int = 30, size: int = 32, prompt: str = "a shape moving", spread: bool = True) -> Path:
+    """Write a category of the demo model's own kind of clips rated for moving right over moving
+    left, as huvi.synthetic.preference_category rates its squares: in couples, clips 2k (right) and
+    2k+1 (left) are one shape (colour, size, speed, background: seed * 1000 + k) that differ only in
+    direction; with `spread` the right-moving ones are rated 4 or 5 and the others 1 or 2 at random,
+    without it 5 and 1. The prompt is one the demo model learned that leaves the direction out; 30
+    frames are the demo preset's 8 at stride 3 and room for a temporal crop."""
+
+    def couple_clip(i: int, right: bool, rng: np.random.Generator) -> np.ndarray:
+        return shape_clip(seed * 1000 + i // 2, frames, size, direction="right" if right else "left").frames
+
+    return rated_couples(root, couple_clip, f"direction_{seed}", clips, seed, prompt, spread)
 
 
 def prompt_frame(prompt: str, seed: int, size: int = 32) -> np.ndarray:

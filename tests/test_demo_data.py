@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
 from huvi.config import load_config
-from huvi.demo_data import COLOURS, prompt_frame, shape_clip
+from huvi.demo_data import COLOURS, direction_couples, prompt_frame, shape_clip
 from huvi.first_frame import draw_first_frame
 from huvi.hub import REPO, local_source
 from huvi.track import motion_stats
+from huvi.video import read_clip
 
 
 def test_every_clip_moves_its_shape_the_way_its_direction_says():
@@ -43,3 +46,15 @@ def test_a_relative_folder_is_the_repository_s_when_it_is_not_here(tmp_path, mon
     (tmp_path / "presets").mkdir()
     assert local_source("presets") == "presets"  # one under the working directory wins
     assert local_source("stable-diffusion-v1-5/stable-diffusion-v1-5") == "stable-diffusion-v1-5/stable-diffusion-v1-5"  # a Hub id
+
+
+def test_direction_couples_differ_only_in_direction(tmp_path):
+    root = direction_couples(tmp_path / "shapes", clips=4, seed=2, frames=12)
+    scores = json.loads((root / "category.json").read_text())["scores"]
+    names = sorted(scores)
+    for k in (0, 1):  # couple k: clip 2k moves right and is rated high, clip 2k+1 the same shape moving left
+        right, left = (shape_clip(2000 + k, 12, direction=side) for side in ("right", "left"))
+        assert (right.shape, right.colour, right.travel) == (left.shape, left.colour, left.travel)
+        moved = [motion_stats(read_clip(root / "clips" / names[2 * k + j], 32, 32)).dx for j in (0, 1)]
+        assert moved[0] > 0.1 and moved[1] < -0.1, moved
+        assert scores[names[2 * k]] >= 4 and scores[names[2 * k + 1]] <= 2
