@@ -108,10 +108,10 @@ def direction_couples(root: Path, clips: int = 12, seed: int = 0, frames: int = 
     without it 5 and 1. The prompt is one the demo model learned that leaves the direction out; 30
     frames are the demo preset's 8 at stride 3 and room for a temporal crop."""
 
-    def couple_clip(i: int, right: bool, rng: np.random.Generator) -> np.ndarray:
-        return shape_clip(seed * 1000 + i // 2, frames, size, direction="right" if right else "left").frames
+    def couple(k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(shape_clip(seed * 1000 + k, frames, size, direction=side).frames for side in ("right", "left"))
 
-    return rated_couples(root, couple_clip, f"direction_{seed}", clips, seed, prompt, spread)
+    return rated_couples(root, couple, f"direction_{seed}", clips, seed, prompt, spread)
 
 
 def prompt_frame(prompt: str, seed: int, size: int = 32) -> np.ndarray:

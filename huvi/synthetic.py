@@ -118,33 +118,32 @@ def preference_category(
     noise); without it 5 and 1, so the preference alone decides every pair (held-out sets)."""
     if preference not in PREFERENCES:
         raise ValueError(f"unknown preference {preference!r}; choose one of {', '.join(PREFERENCES)}")
-    direction = 1  # each couple's, drawn when its preferred clip (the first) is written
 
-    def couple_clip(i: int, preferred: bool, rng: np.random.Generator) -> np.ndarray:
-        nonlocal direction
-        if preferred:
-            direction = int(rng.choice([-1, 1]))  # one per couple
-        motion = {"direction": direction} | PREFERENCES[preference][0 if preferred else 1]
-        return moving_square(seed=seed * 1000 + i // 2, frames=frames, size=size, **motion)
+    def couple(k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        direction = int(rng.choice([-1, 1]))  # the couple's, unless the preference is about it
+        preferred, other = ({"direction": direction} | motion for motion in PREFERENCES[preference])
+        return tuple(moving_square(seed=seed * 1000 + k, frames=frames, size=size, **motion) for motion in (preferred, other))
 
-    return rated_couples(root, couple_clip, f"{preference}_{seed}", clips, seed, prompt, spread)
+    return rated_couples(root, couple, f"{preference}_{seed}", clips, seed, prompt, spread)
 
 
 def rated_couples(
-    root: Path, clip: Callable[[int, bool, np.random.Generator], np.ndarray], stem: str, clips: int, seed: int, prompt: str, spread: bool
+    root: Path, couple: Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]], stem: str, clips: int, seed: int, prompt: str, spread: bool
 ) -> Path:
-    """Write a category of couples: clip(i, preferred, rng) is clip i, the preferred one of its
-    couple when i is even, named STEM_ii.mp4. With `spread` the preferred are rated 4 or 5 and the
-    others 1 or 2 at random (a rater's noise, drawn from `rng` after each clip); without it 5 and 1."""
+    """Write a category of clips//2 couples: couple(k, rng) gives clips 2k (preferred) and 2k+1 (the
+    other), named STEM_ii.mp4. With `spread` the preferred are rated 4 or 5 and the others 1 or 2 at
+    random (a rater's noise, drawn from `rng` after the couple's own draws); without it 5 and 1."""
+    if clips % 2:
+        raise ValueError(f"a category of couples needs an even number of clips, not {clips}")
     root = Path(root)
     (root / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     scores = {}
-    for i in range(clips):
-        preferred = i % 2 == 0
-        name = f"{stem}_{i:02d}.mp4"
-        write_clip(root / "clips" / name, clip(i, preferred, rng))
-        scores[name] = (int(rng.integers(4, 6)) if preferred else int(rng.integers(1, 3))) if spread else (5 if preferred else 1)
+    for k in range(clips // 2):
+        for i, (preferred, frames) in enumerate(zip((True, False), couple(k, rng)), start=2 * k):
+            name = f"{stem}_{i:02d}.mp4"
+            write_clip(root / "clips" / name, frames)
+            scores[name] = (int(rng.integers(4, 6)) if preferred else int(rng.integers(1, 3))) if spread else (5 if preferred else 1)
     write_json(root / "category.json", {"prompt": prompt, "scores": scores})
     return root
 
