@@ -15,7 +15,7 @@ moving right, growing, gliding steadily).
 
     python examples/preference_in_samples.py [--preset demo] [--preference direction] [--seeds 1]
                                              [--clips 32] [--toy squares] [--set key=value ...]
-                                             [--jobs 2] [--work DIR]
+                                             [--no-control] [--jobs 2] [--work DIR]
 
 Prints one JSON line per DPO run, then a table per run kind: the share of clips showing the
 preference without and with DPO and the change in points (mean ± standard deviation over the
@@ -113,6 +113,7 @@ def main() -> None:
         help="squares: huvi.synthetic's; shapes: the demo model's own kind of clips (huvi.demo_data.direction_couples, direction only)",
     )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
+    parser.add_argument("--no-control", action="store_true", help="skip the control runs (a first look at a setting)")
     add_sweep_options(parser)
     args = parser.parse_args()
     if args.clips < 2 or args.clips % 2:
@@ -123,7 +124,7 @@ def main() -> None:
 
     data = load_config(args.preset, args.set).data
     work = sweep_folder(args.work, "huvi-samples-")
-    kinds = ("rated", "shuffled")
+    kinds = ("rated",) if args.no_control else ("rated", "shuffled")
 
     def at(seed: int, name: str) -> str:
         """A folder of the sweep: categories, runs and held-out first frames of one seed."""
