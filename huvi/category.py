@@ -13,8 +13,8 @@ saying how it made the pair.
 
 `load_category` returns the validated category or raises the first problem as a HuviError;
 `check_category` collects every problem (and, given a data config, decodes every clip and checks
-each pair's frame counts and segment count). `add_pair`, `label_pair` and `remove_pair` edit the
-pairs atomically, through `edit_meta`.
+each pair's frame counts and segment count). Every edit goes through `edit_meta`, atomically;
+`huvi.pair_edits` adds, labels and removes pairs with it.
 """
 
 from __future__ import annotations
@@ -351,21 +351,9 @@ def edit_meta(root: Path, change: Callable[[dict], Any]) -> Any:
         return result
 
 
-def _entries(data: dict) -> list:
-    entries = data.setdefault("pairs", [])
-    if not isinstance(entries, list):
-        raise HuviError("\"pairs\" in category.json is not a list; fix it by hand before adding pairs.")
-    return entries
-
-
-def _index(entries: list, a: str, b: str) -> int:
-    for i, entry in enumerate(entries):
-        if isinstance(entry, dict) and (entry.get("a"), entry.get("b")) == (a, b):
-            return i
-    raise HuviError(f"There is no pair with a = {a} and b = {b} in category.json; refresh the list of pairs.")
-
-
-def _valid(entry: dict, where: str, root: Path) -> ExplicitPair:
+def validated_pair(entry: dict, where: str, root: Path) -> ExplicitPair:
+    """`entry` (one element of "pairs") as an ExplicitPair of the category at `root`, or a HuviError
+    naming its first problem (`where` says which entry)."""
     clip_dir = Path(root) / "clips"
     pair, errors = _parse_pair(entry, where, _clip_files(clip_dir), clip_dir)
     if pair is None:
@@ -373,75 +361,8 @@ def _valid(entry: dict, where: str, root: Path) -> ExplicitPair:
     return pair
 
 
-def add_pair(root: Path, pair: ExplicitPair) -> None:
-    """Append `pair` to the category's "pairs"; refuses a pair of the same two clips."""
-    pair = _valid(pair.to_json(), "the new pair", root)
-
-    def change(data: dict) -> None:
-        entries = _entries(data)
-        if any(isinstance(e, dict) and {e.get("a"), e.get("b")} == {pair.a, pair.b} for e in entries):
-            raise HuviError(f"{pair.name} is already a pair of {Path(root).name}; label that one instead.")
-        entries.append(pair.to_json())
-
-    edit_meta(root, change)
-
-
-def label_pair(root: Path, a: str, b: str, segments: Sequence[str | None] | None = None, winner: str | None = None) -> ExplicitPair:
-    """Replace the labels of pair (a, b) with `segments` and `winner` (None removes that label).
-
-    A pair that already has segment labels keeps its segment count.
-    """
-
-    def change(data: dict) -> ExplicitPair:
-        entries = _entries(data)
-        i = _index(entries, a, b)
-        entry = {k: v for k, v in entries[i].items() if k not in ("winner", "segments")}
-        old = entries[i].get("segments")
-        if segments is not None and isinstance(old, list) and len(old) != len(segments):
-            raise HuviError(f"Pair {a} vs {b} has {len(old)} segments; give {len(old)} labels, not {len(segments)}.")
-        if winner is not None:
-            entry["winner"] = winner
-        if segments is not None:
-            entry["segments"] = list(segments)
-        pair = _valid(entry, f"pair {i + 1}", root)
-        entries[i] = pair.to_json()
-        return pair
-
-    return edit_meta(root, change)
-
-
-def label_segment(root: Path, a: str, b: str, index: int, label: str | None) -> ExplicitPair:
-    """Set the label of segment `index` (0-based) of pair (a, b), leaving its other labels as
-    they are on disk; a pair labelled per clip takes index 0 as its winner."""
-
-    def change(data: dict) -> ExplicitPair:
-        entries = _entries(data)
-        i = _index(entries, a, b)
-        entry = dict(entries[i])
-        if isinstance(entry.get("segments"), list):
-            if not 0 <= index < len(entry["segments"]):
-                raise HuviError(f"Pair {a} vs {b} has {len(entry['segments'])} segments; there is no segment {index + 1}.")
-            entry["segments"] = [label if k == index else old for k, old in enumerate(entry["segments"])]
-        elif index == 0:
-            entry.pop("winner", None)
-            if label is not None:
-                entry["winner"] = label
-        else:
-            raise HuviError(f"Pair {a} vs {b} is labelled as a whole clip; there is no segment {index + 1}.")
-        pair = _valid(entry, f"pair {i + 1}", root)
-        entries[i] = pair.to_json()
-        return pair
-
-    return edit_meta(root, change)
-
-
 def drop_clip(data: dict, name: str) -> None:
     """Remove clip `name`'s rating and every explicit pair naming it from category.json's content."""
     data["scores"].pop(name, None)
     if isinstance(data.get("pairs"), list):
         data["pairs"] = [e for e in data["pairs"] if not (isinstance(e, dict) and name in (e.get("a"), e.get("b")))]
-
-
-def remove_pair(root: Path, a: str, b: str) -> None:
-    """Delete pair (a, b) from category.json (its clips stay in clips/)."""
-    edit_meta(root, lambda data: _entries(data).pop(_index(_entries(data), a, b)))

@@ -26,12 +26,13 @@ import numpy as np
 
 from huvi.adapters import MOTION
 from huvi.batches import derived_seed
-from huvi.category import add_pair, clip_frames, load_category
+from huvi.category import clip_frames, load_category
 from huvi.config import HuviConfig
 from huvi.errors import HuviError
 from huvi.families import frames_per_latent
 from huvi.generate import RunModel, run_config
 from huvi.model_cache import ModelCache
+from huvi.pair_edits import add_pair
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
 from huvi.segments import count_choices, default_count, segment_counts, what_segments_split

@@ -11,10 +11,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import metric_rows, read_meta, tiny_config, write_meta
 from safetensors.torch import load_file
 
-from helpers import metric_rows, read_meta, tiny_config, write_meta
-from huvi.category import add_pair, check_category, label_pair, label_segment, load_category, read_pairs, remove_pair
+from huvi.category import check_category, load_category, read_pairs
 from huvi.cli import EXIT_BAD_INPUT, main
 from huvi.config import load_config
 from huvi.diffusion import per_sample_error
@@ -23,6 +23,7 @@ from huvi.evaluate import evaluate_run
 from huvi.families.sd15.models import encode_frames, load_encoders, load_scheduler, load_unet
 from huvi.families.sd15.sampling import decode_latents, make_scheduler, sample_latents
 from huvi.losses import diffusion_dpo_loss, segment_dpo_loss
+from huvi.pair_edits import add_pair, label_pair, label_segment, remove_pair
 from huvi.pair_view import ACTIVE, GAP, IDLE, OUTSIDE, PLAYHEAD, STRIP, pair_preview, pair_segments, preview_path, timeline_strips
 from huvi.pairs import ExplicitPair, Pair, SegmentPair, form_pairs, segment_pairs
 from huvi.runs import Run

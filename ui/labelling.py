@@ -1,7 +1,7 @@
 """Handlers of the DenseDPO tab: make aligned pairs with a trained run, then label each pair
 segment by segment (first better, second better, tie) while both clips play in sync.
 
-The labels are written to category.json as they are clicked (`huvi.category.label_segment`), so
+The labels are written to category.json as they are clicked (`huvi.pair_edits.label_segment`), so
 `python -m huvi train --mode dense` (or the Train tab with "segment labels") trains on exactly what
 is shown here. A pair is named in widgets by its clip names, JSON-encoded: its place in the list
 changes when pairs are added or removed, its clips do not.
@@ -16,10 +16,11 @@ from pathlib import Path
 import gradio as gr
 
 from huvi.adapters import MOTION
-from huvi.category import label_pair, label_segment, read_pairs, remove_pair
+from huvi.category import read_pairs
 from huvi.config import DataConfig, load_config
 from huvi.errors import HuviError
 from huvi.families import frames_per_latent
+from huvi.pair_edits import label_pair, label_segment, remove_pair
 from huvi.pair_view import Segment, clip_fps, pair_config, pair_preview, pair_segments, remove_previews
 from huvi.pairs import ExplicitPair
 from huvi.runs import Run
