@@ -152,6 +152,18 @@ def write_meta(root: Path, meta: dict) -> None:
     (Path(root) / "category.json").write_text(json.dumps(meta))
 
 
+def clip_names(root: Path) -> list[str]:
+    """The rated clips of the category at `root`, in name order."""
+    return sorted(read_meta(root)["scores"])
+
+
+def with_pairs(root: Path, pairs: list) -> None:
+    """Replace the category's "pairs" in category.json with `pairs`, as written by hand."""
+    meta = read_meta(root)
+    meta["pairs"] = pairs
+    write_meta(root, meta)
+
+
 # ways to break a category ------------------------------------------------------------------------
 def _first_clip(root: Path) -> str:
     return sorted(read_meta(root)["scores"])[0]
