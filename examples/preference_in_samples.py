@@ -6,9 +6,10 @@ rater's noise on the ratings; with --toy shapes the demo model's own kind of cli
 moving right, huvi.demo_data.direction_couples), one motion stage, then two DPO stages from it: one
 on the ratings as given, one on ratings blind to the preference (huvi.synthetic.shuffled_ratings, a
 control). Each DPO run generates K clips from the first frames of a held-out category made with
-other seeds (both sides of the preference equally: its clips come in couples), with that category's
-prompt, each twice with the same seed: without the DPO adapter (the motion-only model, DPO's
-reference) and with it.
+other seeds, with that category's prompt, each twice with the same seed: without the DPO adapter
+(the motion-only model, DPO's reference) and with it. On squares the held-out clips come in couples
+(both sides of the preference equally); on shapes every held-out shape starts in the middle of the
+frame, with room to move either way (`centred_starts`).
 huvi.track follows the main object in every clip; a clip shows the preference when the object is
 kept in every frame (`object_kept`) and its motion shows the preferred side (`shows_preference`:
 moving right, growing, gliding steadily).
@@ -25,7 +26,7 @@ demo model changes for a control as much as for a rated run: README). A rated ru
 move the share up (issue 15's goal: +30 points or more), the control should leave it within ±10.
 The models must generate clips with a trackable object for the figures to mean anything: the tiny
 preset's random weights generate colour noise, so on it the script only checks its own plumbing.
-Each DPO run's figures are kept in its folder (samples-K.json) and reused by a rerun with --work.
+Each DPO run's figures are kept in its folder (samples-HELD_OUT.json) and reused by a rerun with --work.
 """
 
 from __future__ import annotations
@@ -42,12 +43,36 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "examples"))
 
+import numpy as np
 from sweep import add_sweep_options, dpo_from_motion, motion_stage, reused_result, summary, sweep_folder, worker_init
 
-from huvi.demo_data import direction_couples
+from huvi.demo_data import direction_couples, shape_clip
+from huvi.io import write_json
 from huvi.synthetic import PREFERENCES, preference_category, shuffled_ratings
+from huvi.video import write_clip
 
 CLIPS = 12  # rated clips of a training category, as learn_preferences.py
+
+
+def centred_starts(root: Path, clips: int, seed: int, size: int, prompt: str = "a shape moving") -> Path:
+    """Held-out first frames for --toy shapes: a category of `clips` clips of the demo model's kind
+    (huvi.demo_data.shape_clip of seed * 1000 + k), each shape starting in the middle along a
+    left-right path, so that it has room to move either way; only their first frames are used, and
+    every clip is rated 3. Starts drawn as in training clips keep the whole path inside the frame,
+    so a shape near the right edge can only move left: from those first frames the motion model
+    already moved a shape that starts on the left to the right 9 times in 11, and one that starts on
+    the right to the left 10 times in 10 (seed 2), which left DPO little to change."""
+    root = Path(root)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for k in range(clips):
+        name = f"start_{seed}_{k:02d}.mp4"
+        direction = str(rng.choice(["right", "left"]))  # the clip's own motion: only frame 0 is read
+        write_clip(root / "clips" / name, shape_clip(seed * 1000 + k, 8, size, direction=direction, centred=True).frames)
+        scores[name] = 3
+    write_json(root / "category.json", {"prompt": prompt, "scores": scores})
+    return root
 
 
 def first_frames(category: Path, width: int, height: int) -> tuple[list, str]:
@@ -85,7 +110,7 @@ def sample_shares(run: str, held_out: str, preference: str) -> dict:
 
 
 def dpo_and_samples(motion_run: str, category: str, run: str, held_out: str, preference: str, preset: str, overrides: list[str]) -> dict:
-    """DPO on `category` from a copy of the motion run, then `sample_shares` (kept in RUN/samples-K.json)."""
+    """DPO on `category` from a copy of the motion run, then `sample_shares` (kept in RUN/samples-HELD_OUT.json, HELD_OUT the held-out folder's name)."""
     from huvi.config import load_config
     from huvi.io import write_json
 
@@ -93,8 +118,7 @@ def dpo_and_samples(motion_run: str, category: str, run: str, held_out: str, pre
     if reused_result(run, cfg) is None:
         seconds = dpo_from_motion(motion_run, category, run, cfg)
         write_json(Path(run, "result.json"), {"dpo_seconds": round(seconds)})
-    clips = len(json.loads(Path(held_out, "category.json").read_text())["scores"])
-    done = Path(run, f"samples-{clips}.json")  # gone with the old run when DPO trained again
+    done = Path(run, f"samples-{Path(held_out).name}.json")  # gone with the old run when DPO trained again
     if done.is_file():
         return json.loads(done.read_text())
     result = sample_shares(run, held_out, preference)
@@ -125,6 +149,7 @@ def main() -> None:
     data = load_config(args.preset, args.set).data
     work = sweep_folder(args.work, "huvi-samples-")
     kinds = ("rated",) if args.no_control else ("rated", "shuffled")
+    held_out_name = f"{'centred-starts' if args.toy == 'shapes' else 'first-frames'}-{args.clips}"
 
     def at(seed: int, name: str) -> str:
         """A folder of the sweep: categories, runs and held-out first frames of one seed."""
@@ -136,9 +161,12 @@ def main() -> None:
         return preference_category(root, args.preference, clips=clips, seed=seed, size=data.width, spread=spread)
 
     for seed in args.seeds:
-        held_out = Path(at(seed, f"first-frames-{args.clips}"))
+        held_out = Path(at(seed, held_out_name))
         if not (held_out / "category.json").is_file():
-            write_category(held_out, args.clips, 2000 + seed, spread=False)
+            if args.toy == "shapes":
+                centred_starts(held_out, args.clips, 2000 + seed, data.width)
+            else:
+                write_category(held_out, args.clips, 2000 + seed, spread=False)
         for kind in kinds:
             if not Path(at(seed, kind), "category.json").is_file():
                 category = write_category(Path(at(seed, kind)), CLIPS, seed)
@@ -152,7 +180,7 @@ def main() -> None:
             future.result()
         futures = {
             (seed, kind): pool.submit(
-                dpo_and_samples, at(seed, "motion"), at(seed, kind), at(seed, f"{kind}-run"), at(seed, f"first-frames-{args.clips}"),
+                dpo_and_samples, at(seed, "motion"), at(seed, kind), at(seed, f"{kind}-run"), at(seed, held_out_name),
                 args.preference, args.preset, args.set,
             )
             for seed in args.seeds for kind in kinds

@@ -9,7 +9,8 @@ leaves the direction out ("a red disc moving across the frame", "a shape moving"
 trained on them moves a shape either way when a prompt does not say which (room for a preference).
 
 `prompt_frame(prompt, seed)` is a clip's frame 0 alone, its shape and colour the ones the prompt
-names: the demo preset's first frame when the user gives none (generate.first_frame.source: shapes).
+names, the shape in the middle along its direction: the demo preset's first frame when the user
+gives none (generate.first_frame.source: shapes).
 """
 
 from __future__ import annotations
@@ -72,10 +73,21 @@ def _prompt(rng: np.random.Generator, shape: str, colour: str, direction: str) -
 
 
 def shape_clip(
-    seed: int, frames: int = 8, size: int = 32, shape: str | None = None, colour: str | None = None, direction: str | None = None
+    seed: int,
+    frames: int = 8,
+    size: int = 32,
+    shape: str | None = None,
+    colour: str | None = None,
+    direction: str | None = None,
+    centred: bool = False,
 ) -> ShapeClip:
     """The clip of `seed`: one shape moving in a straight line at a steady speed (module docstring);
-    `shape`, `colour` and `direction` replace the drawn ones (the other draws stay those of `seed`)."""
+    `shape`, `colour` and `direction` replace the drawn ones (the other draws stay those of `seed`).
+
+    centred: the shape starts in the middle of the frame along its direction of motion, where it has
+    room to move either way, and its travel is cut to what fits (about 0.32-0.39 of the frame).
+    Drawn starts keep the whole path inside the frame, so a shape drawn near one edge moves toward
+    the other one: its first frame gives the direction away."""
     rng = np.random.default_rng(seed)
     drawn_shape, drawn_colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
     shape, colour = shape or drawn_shape, colour or drawn_colour
@@ -84,10 +96,13 @@ def shape_clip(
     travel = rng.uniform(*TRAVEL)
     background = wave_background(rng, size)
     ux, uy = DIRECTIONS[direction]
+    if centred:
+        travel = min(travel, (size - side) / 2 / size)  # from the middle to an edge, the shape inside
     span = travel * size  # pixels
     # the start, so that the whole path stays inside the frame
     low, high = side / 2 + span * (ux < 0 or uy < 0), size - side / 2 - span * (ux > 0 or uy > 0)
-    along = rng.uniform(low, high)
+    along = rng.uniform(low, high)  # drawn either way: the draws after it stay those of `seed`
+    along = size / 2 if centred else along
     across = rng.uniform(side / 2, size - side / 2)
     x0, y0 = (along, across) if ux else (across, along)
     prompt = _prompt(rng, shape, colour, direction)
@@ -97,7 +112,7 @@ def shape_clip(
         frame = background.copy()
         frame[_mask(shape, x0 + ux * step, y0 + uy * step, side, size)] = COLOURS[colour]
         out[i] = (frame * 255).round().clip(0, 255).astype(np.uint8)
-    return ShapeClip(out, prompt, shape, colour, direction, travel)
+    return ShapeClip(out, prompt, shape, colour, direction, float(travel))
 
 
 def direction_couples(root: Path, clips: int = 12, seed: int = 0, frames: int = 30, size: int = 32, prompt: str = "a shape moving", spread: bool = True) -> Path:
@@ -115,9 +130,12 @@ def direction_couples(root: Path, clips: int = 12, seed: int = 0, frames: int = 
 
 
 def prompt_frame(prompt: str, seed: int, size: int = 32) -> np.ndarray:
-    """(size, size, 3) uint8: frame 0 of `shape_clip(seed)` with the shape and colour `prompt` names
-    (each drawn from the seed when the prompt names none: "a shape moving")."""
+    """(size, size, 3) uint8: frame 0 of `shape_clip(seed)` with the shape, colour and direction
+    `prompt` names (each drawn from the seed when the prompt names none: "a shape moving"), the
+    shape centred along its direction: a first frame that leaves the model, and a preference
+    trained into it, room to move the shape either way."""
     words = [SYNONYMS.get(word, word) for word in prompt.lower().replace(",", " ").split()]
     shape = next((word for word in words if word in SHAPES), None)
     colour = next((word for word in words if word in COLOURS), None)
-    return shape_clip(seed, frames=1, size=size, shape=shape, colour=colour).frames[0]
+    direction = next((word for word in words if word in DIRECTIONS), None)
+    return shape_clip(seed, frames=1, size=size, shape=shape, colour=colour, direction=direction, centred=True).frames[0]

@@ -12,7 +12,7 @@ from huvi.config import load_config
 from huvi.demo_data import COLOURS, direction_couples, prompt_frame, shape_clip
 from huvi.first_frame import draw_first_frame
 from huvi.hub import REPO, local_source
-from huvi.track import motion_stats
+from huvi.track import centroid_track, motion_stats, object_masks
 from huvi.video import read_clip
 
 
@@ -28,10 +28,22 @@ def test_every_clip_moves_its_shape_the_way_its_direction_says():
 def test_a_prompt_s_shape_and_colour_are_drawn_for_the_first_frame():
     frame = prompt_frame("a red circle moving right", seed=3)
     assert frame.shape == (32, 32, 3)
-    assert np.array_equal(frame, shape_clip(3, frames=1, shape="disc", colour="red").frames[0])  # circle -> disc
+    assert np.array_equal(frame, shape_clip(3, frames=1, shape="disc", colour="red", direction="right", centred=True).frames[0])  # circle -> disc
     red = np.all(np.abs(frame / 255 - COLOURS["red"]) < 0.02, axis=-1)
     assert 0.03 < red.mean() < 0.15  # one disc of 22-36% of the side
     assert not np.array_equal(prompt_frame("a shape moving", 3), prompt_frame("a shape moving", 4))
+
+
+def test_a_centred_shape_starts_in_the_middle_with_room_to_move_either_way():
+    for seed in range(20):
+        right, left = (shape_clip(seed, direction=side, centred=True) for side in ("right", "left"))
+        assert np.array_equal(right.frames[0], left.frames[0])  # the first frame gives no direction away
+        x0 = centroid_track(object_masks(right.frames[:1]))[0][0, 0]
+        assert abs(x0 - 16) < 1.5, (seed, x0)  # a triangle's centroid sits a little off its box's centre
+        for clip, sign in ((right, 1), (left, -1)):
+            stats = motion_stats(clip.frames)
+            assert stats.tracked == 1.0 and abs(sign * stats.dx - clip.travel) < 0.05, (seed, clip.direction, stats)
+            assert clip.travel <= 0.39
 
 
 def test_the_shapes_first_frame_source_fits_the_video_size():
