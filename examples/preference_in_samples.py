@@ -59,9 +59,9 @@ def centred_starts(root: Path, clips: int, seed: int, size: int, prompt: str = "
     (huvi.demo_data.shape_clip of seed * 1000 + k), each shape starting in the middle along a
     left-right path, so that it has room to move either way; only their first frames are used, and
     every clip is rated 3. Starts drawn as in training clips keep the whole path inside the frame,
-    so a shape near the right edge can only move left: from those first frames the motion model
-    already moved a shape that starts on the left to the right 9 times in 11, and one that starts on
-    the right to the left 10 times in 10 (seed 2), which left DPO little to change."""
+    so a shape near the right edge can only move left: from those first frames (seed 2, 21 of its
+    32) the motion model already moved 9 of the 11 shapes that start on the left to the right, and
+    none of the 10 that start on the right, with DPO or without: little was left for DPO to change."""
     root = Path(root)
     (root / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -112,7 +112,6 @@ def sample_shares(run: str, held_out: str, preference: str) -> dict:
 def dpo_and_samples(motion_run: str, category: str, run: str, held_out: str, preference: str, preset: str, overrides: list[str]) -> dict:
     """DPO on `category` from a copy of the motion run, then `sample_shares` (kept in RUN/samples-HELD_OUT.json, HELD_OUT the held-out folder's name)."""
     from huvi.config import load_config
-    from huvi.io import write_json
 
     cfg = load_config(preset, overrides)
     if reused_result(run, cfg) is None:
