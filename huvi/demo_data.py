@@ -101,8 +101,8 @@ def shape_clip(
     span = travel * size  # pixels
     # the start, so that the whole path stays inside the frame
     low, high = side / 2 + span * (ux < 0 or uy < 0), size - side / 2 - span * (ux > 0 or uy > 0)
-    along = rng.uniform(low, high)  # drawn either way: the draws after it stay those of `seed`
-    along = size / 2 if centred else along
+    drawn = rng.uniform(low, high)  # drawn when centred too, so that the draws after it stay those of `seed`
+    along = size / 2 if centred else drawn
     across = rng.uniform(side / 2, size - side / 2)
     x0, y0 = (along, across) if ux else (across, along)
     prompt = _prompt(rng, shape, colour, direction)
