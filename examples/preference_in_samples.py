@@ -18,12 +18,13 @@ moving right, growing, gliding steadily).
                                              [--clips 32] [--toy squares] [--set key=value ...]
                                              [--no-control] [--jobs 2] [--work DIR]
 
-Prints one JSON line per DPO run, then a table per run kind: the share of clips showing the
-preference without and with DPO and the change in points (mean ± standard deviation over the
-seeds), the share of clips in which the object was kept in every frame, and of those the share
-showing the preference (the preference apart from how often the object survives, which DPO on the
-demo model changes for a control as much as for a rated run: README). A rated run should
-move the share up (issue 15's goal: +30 points or more), the control should leave it within ±10.
+Prints one JSON line per DPO run (`flips`: how many clips DPO turned to the preferred side, and how
+many away from it), then a table per run kind: the share of clips showing the preference without and
+with DPO and the change in points (mean ± standard deviation over the seeds), the share of clips in
+which the object was kept in every frame, and of those the share showing the preference (the
+preference apart from how often the object survives, which DPO on the demo model changes for a
+control as much as for a rated run: README). A rated run should move the share up (issue 15's goal:
++30 points or more), the control should leave it within ±10.
 The models must generate clips with a trackable object for the figures to mean anything: the tiny
 preset's random weights generate colour noise, so on it the script only checks its own plumbing.
 Each DPO run's figures are kept in its folder (samples-HELD_OUT.json) and reused by a rerun with --work.
@@ -97,16 +98,22 @@ def sample_shares(run: str, held_out: str, preference: str) -> dict:
     frames, prompt = first_frames(Path(held_out), model.cfg.data.width, model.cfg.data.height)
     text, uncond = model.encode_prompt(prompt), model.encode_prompt(model.cfg.generate.negative_prompt)
     counts = {name: {"preferred": 0, "tracked": 0} for name in ("without_dpo", "with_dpo")}
+    flips = {"to_preferred": 0, "from_preferred": 0}  # clips whose outcome DPO changed, each way
     with torch.no_grad():
         for seed, frame in enumerate(frames):
             first = model.encode_frames(frame[None])[:, 0]  # (c, h, w)
+            shown = {}
             for name, dpo in (("without_dpo", 0.0), ("with_dpo", 1.0)):
                 clip = model.sample({MOTION: 1.0, DPO: dpo}, first, text, uncond, seed, show_progress=False)
                 kept = object_kept(clip)
-                counts[name]["preferred"] += kept and shows_preference(preference, motion_stats(clip))
+                shown[name] = kept and shows_preference(preference, motion_stats(clip))
+                counts[name]["preferred"] += shown[name]
                 counts[name]["tracked"] += kept
+            flips["to_preferred"] += shown["with_dpo"] and not shown["without_dpo"]
+            flips["from_preferred"] += shown["without_dpo"] and not shown["with_dpo"]
     shares = {f"{key}_{name}": round(count[key] / len(frames), 3) for name, count in counts.items() for key in ("preferred", "tracked")}
-    return {"clips": len(frames), "prompt": prompt} | shares | {"change_points": round(100 * (shares["preferred_with_dpo"] - shares["preferred_without_dpo"]), 1)}
+    change = round(100 * (shares["preferred_with_dpo"] - shares["preferred_without_dpo"]), 1)
+    return {"clips": len(frames), "prompt": prompt} | shares | {"change_points": change, "flips": flips}
 
 
 def dpo_and_samples(motion_run: str, category: str, run: str, held_out: str, preference: str, preset: str, overrides: list[str]) -> dict:
