@@ -38,7 +38,7 @@ TRAIN_SETTINGS = (
     ("dpo.steps", "DPO steps"),
     ("seed", "Seed (also decides the pair order)"),
     ("generate.preview_every", "Preview clip every N steps (0: none)"),
-    ("dpo.beta", "DPO beta (5000 for SD1.5, 2500 for Wan; the demo preset 750, wan-tiny 1000)"),
+    ("dpo.beta", "DPO beta (the family's scale: 5000 for SD1.5, 2500 for Wan; the field shows the preset's)"),
     ("motion.learning_rate", "Motion learning rate"),
     ("dpo.learning_rate", "DPO learning rate"),
     ("data.holdout", "Held-out share of pairs"),
