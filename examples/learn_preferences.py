@@ -4,12 +4,13 @@ For each toy preference in huvi.synthetic.PREFERENCES (a square moving right ove
 over shrinking, gliding steadily over shaking) and each seed: a 12-clip category rated by that
 preference with a rater's noise (preferred 4-5, other 1-2), one motion stage, then two DPO stages
 from it: one on the ratings as given, one on the same clips rated blind to the preference (a
-control: huvi.synthetic.shuffled_ratings gives the preferred clips and the others the same ratings,
-so its held-out accuracy should stay near chance). Both are scored by `evaluate` on two held-out
-categories of 12 clips made with other seeds, rated by the preference alone (5 or 1).
+control: huvi.synthetic.blind_ratings rates both clips of a couple alike, so no square comes with
+a preferred side and its held-out accuracy should stay near chance). Both are scored by
+`evaluate` on two held-out categories of 12 clips made with other seeds, rated by the preference
+alone (5 or 1).
 
     python examples/learn_preferences.py [--preferences direction growth smoothness] [--seeds 1 2 3]
-                                         [--jobs 2] [--set key=value ...] [--work DIR]
+                                         [--jobs 2] [--set key=value ...] [--control blind|shuffled] [--work DIR]
 
 Prints one JSON line per DPO stage, then a table of held-out accuracy per preference, mean ± standard
 deviation (min-max) over the seeds, for the rated runs and the controls. `--jobs 2` trains two stages
@@ -33,9 +34,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "examples"))
 
-from sweep import add_sweep_options, dpo_from_motion, motion_stage, reused_result, summary, sweep_folder, worker_init
+from sweep import add_control_options, add_sweep_options, dpo_from_motion, motion_stage, rate_control, reused_result, summary, sweep_folder, worker_init
 
-from huvi.synthetic import PREFERENCES, preference_category, shuffled_ratings
+from huvi.synthetic import PREFERENCES, preference_category
 
 CLIPS, HELD_OUT_SETS = 12, 2
 
@@ -87,12 +88,12 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
     parser.add_argument("--samples", type=int, default=16, help="noise/timestep draws per pair in evaluation")
-    parser.add_argument("--no-control", action="store_true", help="skip the control runs")
+    add_control_options(parser)
     parser.add_argument("--clips", type=int, default=CLIPS, help="clips of a training category, in couples (held-out sets keep 12)")
     add_sweep_options(parser)
     args = parser.parse_args()
     work = sweep_folder(args.work, "huvi-prefs-")
-    kinds = ["rated"] if args.no_control else ["rated", "shuffled"]
+    kinds = ["rated"] if args.no_control else ["rated", args.control]
     if args.clips < 4 or args.clips % 2:
         parser.error("--clips must be an even number of 4 or more (a category is written in couples)")
     combos = [(p, s) for p in args.preferences for s in args.seeds]
@@ -108,8 +109,8 @@ def main() -> None:
         for kind in kinds:
             if not (work / f"{key}-{kind}" / "category.json").is_file():
                 category = preference_category(work / f"{key}-{kind}", preference, clips=args.clips, seed=seed, size=32)
-                if kind == "shuffled":
-                    shuffled_ratings(category, seed=seed)
+                if kind != "rated":
+                    rate_control(category, kind, seed)
     # DPO settings (dpo.*, data.holdout) leave the motion stage as it is: a sweep over them reuses it.
     motion_sets = [s for s in args.set if not s.startswith(("dpo.", "data.holdout"))]
     motion_tag, tag = _tag([args.preset, *motion_sets]), _tag([args.preset, *args.set])
@@ -134,7 +135,7 @@ def main() -> None:
     print("| --- | --- | --- |")
     for preference in args.preferences:
         cells = []
-        for kind in ("rated", "shuffled"):
+        for kind in ("rated", args.control):
             values = [r["held_out_accuracy"] for (k, r_kind), r in results.items() if r_kind == kind and r["preference"] == preference]
             cells.append(summary(values) if values else "–")
         print(f"| {preference} | {cells[0]} | {cells[1]} |")

@@ -4,9 +4,10 @@ preference, without and with the DPO adapter, for a rated run and a control.
 Per seed: a 12-clip category rated by a toy preference (huvi.synthetic.preference_category, a
 rater's noise on the ratings; with --toy shapes the demo model's own kind of clips rated for
 moving right, huvi.demo_data.direction_couples), one motion stage, then two DPO stages from it: one
-on the ratings as given, one on ratings blind to the preference (huvi.synthetic.shuffled_ratings, a
-control). Each DPO run generates K clips from the first frames of a held-out category made with
-other seeds, with that category's prompt, each twice with the same seed: without the DPO adapter
+on the ratings as given, one on ratings blind to the preference (a control:
+huvi.synthetic.blind_ratings rates both clips of a couple alike). Each DPO run generates K clips
+from the first frames of a held-out category made with other seeds, with that category's prompt,
+each twice with the same seed: without the DPO adapter
 (the motion-only model, DPO's reference) and with it. On squares the held-out clips come in couples
 (both sides of the preference equally); on shapes every held-out shape starts in the middle of the
 frame, with room to move either way (`centred_starts`).
@@ -16,7 +17,7 @@ moving right, growing, gliding steadily).
 
     python examples/preference_in_samples.py [--preset demo] [--preference direction] [--seeds 1]
                                              [--clips 32] [--toy squares] [--set key=value ...]
-                                             [--no-control] [--jobs 2] [--work DIR]
+                                             [--control blind|shuffled] [--no-control] [--jobs 2] [--work DIR]
 
 Prints one JSON line per DPO run (`flips`: how many clips DPO turned to the preferred side, and how
 many away from it), then a table per run kind: the share of clips showing the preference without and
@@ -45,11 +46,11 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "examples"))
 
 import numpy as np
-from sweep import add_sweep_options, dpo_from_motion, motion_stage, reused_result, summary, sweep_folder, worker_init
+from sweep import add_control_options, add_sweep_options, dpo_from_motion, motion_stage, rate_control, reused_result, summary, sweep_folder, worker_init
 
 from huvi.demo_data import direction_couples, shape_clip
 from huvi.io import write_json
-from huvi.synthetic import PREFERENCES, preference_category, shuffled_ratings
+from huvi.synthetic import PREFERENCES, preference_category
 from huvi.video import write_clip
 
 CLIPS = 12  # rated clips of a training category, as learn_preferences.py
@@ -143,7 +144,7 @@ def main() -> None:
         help="squares: huvi.synthetic's; shapes: the demo model's own kind of clips (huvi.demo_data.direction_couples, direction only)",
     )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
-    parser.add_argument("--no-control", action="store_true", help="skip the control runs (a first look at a setting)")
+    add_control_options(parser)
     add_sweep_options(parser)
     args = parser.parse_args()
     if args.clips < 2 or args.clips % 2:
@@ -154,7 +155,7 @@ def main() -> None:
 
     data = load_config(args.preset, args.set).data
     work = sweep_folder(args.work, "huvi-samples-")
-    kinds = ("rated",) if args.no_control else ("rated", "shuffled")
+    kinds = ("rated",) if args.no_control else ("rated", args.control)
     held_out_name = f"{'centred-starts' if args.toy == 'shapes' else 'first-frames'}-{args.clips}"
 
     def at(seed: int, name: str) -> str:
@@ -176,8 +177,8 @@ def main() -> None:
         for kind in kinds:
             if not Path(at(seed, kind), "category.json").is_file():
                 category = write_category(Path(at(seed, kind)), CLIPS, seed)
-                if kind == "shuffled":
-                    shuffled_ratings(category, seed=seed)
+                if kind != "rated":
+                    rate_control(category, kind, seed)
     motion_sets = [s for s in args.set if not s.startswith("dpo.")]  # DPO settings leave the motion stage as it is
     results: dict[tuple[int, str], dict] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:

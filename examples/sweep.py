@@ -29,6 +29,23 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, help="folder for categories and runs (default: a temporary one)")
 
 
+def add_control_options(parser: argparse.ArgumentParser) -> None:
+    """--control and --no-control, for the sweeps that train a control beside each rated run."""
+    parser.add_argument(
+        "--control", default="blind", choices=("blind", "shuffled"),
+        help="the control's ratings: blind (both clips of a couple rated alike, huvi.synthetic.blind_ratings) "
+        "or shuffled (each side given the same ratings, huvi.synthetic.shuffled_ratings; the control before 2026-12-06)",
+    )  # fmt: skip
+    parser.add_argument("--no-control", action="store_true", help="skip the control runs (a first look at a setting)")
+
+
+def rate_control(category: Path, control: str, seed: int) -> None:
+    """Rate `category` (written in couples) blind to its preference, as `--control` asks."""
+    from huvi.synthetic import blind_ratings, shuffled_ratings
+
+    {"blind": blind_ratings, "shuffled": shuffled_ratings}[control](category, seed=seed)
+
+
 def sweep_folder(work: Path | None, prefix: str) -> Path:
     """The sweep's folder (a temporary one when `work` is None), offline, one thread a process,
     with its latent cache inside."""

@@ -173,6 +173,33 @@ def shuffled_ratings(root: Path, seed: int) -> None:
     write_json(root / "category.json", meta)
 
 
+def blind_ratings(root: Path, seed: int) -> None:
+    """A control rated by someone who cannot see the preference, for a category of couples: both
+    clips of a couple, the same square but for the preference, get one rating. Half of the couples
+    are rated high and half low, with the category's own values (the preferred side's 4-5s and the
+    other side's 1-2s, drawn at random), so there are as many pairs as in the rated category.
+    Every two couples with different ratings give four pairs, one for each side of each couple, so
+    the preferred clip wins as many pairs as it loses, with every square as well as overall.
+
+    (`shuffled_ratings` balances the sides over the whole category only: within a couple one side
+    is rated above the other, so a square comes with a preferred side after all, and which side
+    that is differs from square to square; DPO learns those. On the demo model, six seeds, the
+    share of generated shapes moving right moved -22 to +31 points with those controls and -16 to
+    +19 with these: README, "In what it generates".)"""
+    meta = json.loads((root / "category.json").read_text())
+    names = sorted(meta["scores"])  # clip 2k and 2k+1 are a couple
+    if len(names) % 2:
+        raise ValueError("blind_ratings needs a category of couples (an even number of clips)")
+    rng = np.random.default_rng(seed)
+    high = [meta["scores"][n] for n in names[0::2]]  # the preferred side's ratings, 4-5
+    low = [meta["scores"][n] for n in names[1::2]]  # the other side's, 1-2
+    couples = len(names) // 2
+    values = rng.permutation(high)[: couples // 2].tolist() + rng.permutation(low)[: couples - couples // 2].tolist()
+    for k, value in enumerate(rng.permutation(values)):
+        meta["scores"][names[2 * k]] = meta["scores"][names[2 * k + 1]] = int(value)
+    write_json(root / "category.json", meta)
+
+
 def flicker(clip: np.ndarray, frames: Iterable[int], stride: int, gain: int = 80) -> np.ndarray:
     """A copy of `clip` whose training frames `frames` (every `stride`-th source frame, as
     huvi reads it) are washed `gain` grey levels brighter: a flicker. Every source frame a training

@@ -18,7 +18,7 @@ from huvi.config import load_config
 from huvi.errors import HuviError
 from huvi.families.sd15.models import load_encoders
 from huvi.pairs import form_pairs
-from huvi.synthetic import defect_category, moving_square, preference_category, shuffled_labels, shuffled_ratings
+from huvi.synthetic import blind_ratings, defect_category, moving_square, preference_category, shuffled_labels, shuffled_ratings
 from huvi.video import read_clip, write_clip
 
 BUNNY_FRAMES, BUNNY_W, BUNNY_H = 132, 1280, 720
@@ -308,6 +308,23 @@ def test_the_shuffled_control_lets_the_preferred_clips_win_as_many_pairs_as_they
     assert sum(scores[n] >= 4 for n in preferred) == 3
     wins = [1 if p.winner in preferred else -1 for p in form_pairs(scores, 0) if (p.winner in preferred) != (p.loser in preferred)]
     assert wins and sum(wins) == 0
+
+
+def test_the_blind_control_rates_both_clips_of_a_couple_alike_so_no_square_has_a_preferred_side(tmp_path):
+    root = preference_category(tmp_path, "direction", clips=12, seed=5, frames=4, size=16)
+    given = json.loads((root / "category.json").read_text())["scores"]
+    blind_ratings(root, seed=5)
+    scores = json.loads((root / "category.json").read_text())["scores"]
+    names = sorted(scores)
+    preferred, others = names[0::2], names[1::2]
+    assert all(scores[p] == scores[o] for p, o in zip(preferred, others))
+    assert sum(scores[n] >= 4 for n in preferred) == 3 and set(scores.values()) <= set(given.values())
+    pairs = form_pairs(scores, 0)
+    for p, o in zip(preferred, others):  # each side of a square wins and loses against the same clips
+        assert sorted(x.loser for x in pairs if x.winner == p) == sorted(x.loser for x in pairs if x.winner == o)
+        assert sorted(x.winner for x in pairs if x.loser == p) == sorted(x.winner for x in pairs if x.loser == o)
+    wins = [1 if x.winner in preferred else -1 for x in pairs if (x.winner in preferred) != (x.loser in preferred)]
+    assert len(pairs) >= 36 and wins and sum(wins) == 0  # as many pairs as the rated category's high-against-low
 
 
 def test_a_smear_is_local_and_the_shuffled_labels_name_the_clean_clip_half_the_time(tmp_path):
