@@ -7,8 +7,8 @@ moving right, huvi.demo_data.direction_couples), one motion stage, then two DPO 
 on the ratings as given, one on ratings blind to the preference (a control:
 huvi.synthetic.blind_ratings rates both clips of a couple alike). Each DPO run generates K clips
 from the first frames of a held-out category made with other seeds, with that category's prompt,
-each twice with the same seed: without the DPO adapter
-(the motion-only model, DPO's reference) and with it. On squares the held-out clips come in couples
+each twice with the same seed: without the DPO adapter (the motion-only model, DPO's reference)
+and with it. On squares the held-out clips come in couples
 (both sides of the preference equally); on shapes every held-out shape starts in the middle of the
 frame, with room to move either way (`centred_starts`).
 huvi.track follows the main object in every clip; a clip shows the preference when the object is

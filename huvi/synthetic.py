@@ -157,16 +157,11 @@ def shuffled_ratings(root: Path, seed: int) -> None:
     (A plain permutation of the 12 ratings left 2 to 4 of the 6 preferred clips rated high; swapping
     the ratings of half the couples still let one side win 19 pairs to 10, through the 5s and 4s;
     the controls' held-out accuracy followed each imbalance, down to 0.13.)"""
-    meta = json.loads((root / "category.json").read_text())
-    names = sorted(meta["scores"])  # clip 2k and 2k+1 are a couple
-    if len(names) % 2:
-        raise ValueError("shuffled_ratings needs a category of couples (an even number of clips)")
+    meta, preferred, others = _couples(root, "shuffled_ratings")
     rng = np.random.default_rng(seed)
-    preferred, others = names[0::2], names[1::2]
     high = sorted((meta["scores"][n] for n in preferred), reverse=True)  # the preferred's ratings, 4-5
     low = sorted(meta["scores"][n] for n in others)  # the others', 1-2
-    half = len(preferred) // 2
-    values = rng.permutation(high)[:half].tolist() + rng.permutation(low)[: len(preferred) - half].tolist()
+    values = _half_high(rng, high, low)
     for side in (preferred, others):
         for name, value in zip(side, rng.permutation(values)):
             meta["scores"][name] = int(value)
@@ -186,18 +181,29 @@ def blind_ratings(root: Path, seed: int) -> None:
     that is differs from square to square; DPO learns those. On the demo model, six seeds, the
     share of generated shapes moving right moved -22 to +31 points with those controls and -16 to
     +19 with these: README, "In what it generates".)"""
+    meta, preferred, others = _couples(root, "blind_ratings")
+    rng = np.random.default_rng(seed)
+    high = [meta["scores"][n] for n in preferred]  # the preferred side's ratings, 4-5
+    low = [meta["scores"][n] for n in others]  # the other side's, 1-2
+    for couple, value in zip(zip(preferred, others), rng.permutation(_half_high(rng, high, low))):
+        for name in couple:
+            meta["scores"][name] = int(value)
+    write_json(root / "category.json", meta)
+
+
+def _couples(root: Path, control: str) -> tuple[dict, list[str], list[str]]:
+    """A category of couples' category.json, its preferred clips (2k) and the others (2k+1)."""
     meta = json.loads((root / "category.json").read_text())
     names = sorted(meta["scores"])  # clip 2k and 2k+1 are a couple
     if len(names) % 2:
-        raise ValueError("blind_ratings needs a category of couples (an even number of clips)")
-    rng = np.random.default_rng(seed)
-    high = [meta["scores"][n] for n in names[0::2]]  # the preferred side's ratings, 4-5
-    low = [meta["scores"][n] for n in names[1::2]]  # the other side's, 1-2
-    couples = len(names) // 2
-    values = rng.permutation(high)[: couples // 2].tolist() + rng.permutation(low)[: couples - couples // 2].tolist()
-    for k, value in enumerate(rng.permutation(values)):
-        meta["scores"][names[2 * k]] = meta["scores"][names[2 * k + 1]] = int(value)
-    write_json(root / "category.json", meta)
+        raise ValueError(f"{control} needs a category of couples (an even number of clips)")
+    return meta, names[0::2], names[1::2]
+
+
+def _half_high(rng: np.random.Generator, high: list[int], low: list[int]) -> list[int]:
+    """A control's ratings, one per couple: half of them from `high`, the rest from `low`, drawn at random."""
+    half = len(high) // 2
+    return rng.permutation(high)[:half].tolist() + rng.permutation(low)[: len(high) - half].tolist()
 
 
 def flicker(clip: np.ndarray, frames: Iterable[int], stride: int, gain: int = 80) -> np.ndarray:
