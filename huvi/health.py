@@ -8,11 +8,15 @@ with training accuracy 0 at step 200, the winners' and losers' own losses ~40% a
 reference's, and held-out accuracy below chance. The monitor watches, over the last WINDOW steps:
 
     degrading        the winners' and the losers' mean losses both above the reference's by DEGRADE or more
-    accuracy fell    the running training accuracy (over ACCURACY_WINDOW steps) dropped by ACCURACY_DROP from a
+    accuracy fell    the running training accuracy (over PAIR_WINDOW steps) dropped by ACCURACY_DROP from a
                      peak of ACCURACY_PEAK or more
-    loss climbing    the running mean loss back above ln 2 (worse than the reference) after it had
-                     fallen below LEARNED; a single step's loss is no sign: with one pair a step and
-                     beta 5000 it swings between ~0 and ~10 in healthy runs
+    loss climbing    the running median loss (over PAIR_WINDOW steps) back above ln 2 after it
+                     had fallen below LEARNED: on most of its recent training pairs the model is worse
+                     than the reference. Not the mean: with one pair a step and beta 5000 a wrong pair
+                     costs 5-40 where a right one costs ~0, so one or two wrong pairs in 20 lifted the
+                     20-step mean above ln 2 in 37 of 126 DPO stages of the sweeps (2026-12-06; tiny,
+                     demo and wan-tiny), none collapsing: their 20-step median was 0.19 at most
+                     whenever it fired
     held-out fell    (with data.holdout > 0) held-out accuracy HELD_OUT_DROP or more below its best
 
 A sign is named in every row while it lasts (`"health": [...]` in metrics.jsonl) and logged, in one
@@ -31,15 +35,17 @@ from dataclasses import dataclass, field
 
 WINDOW = 20  # steps in the running means: ~10% of a tiny DPO stage, enough to average out the pair draws
 DEGRADE = 0.05  # relative; a healthy tiny run keeps the winners within ~2% of the reference (issue 16's runs)
-# Training accuracy is one pair's 0 or 1 a step, so its running mean wanders and its peak is the luckiest
-# window. Healthy stages simulated as 200 steps each right with p = 0.8 (500 seeds): 20 steps and a 0.25
+# One pair a step: training accuracy is that pair's 0 or 1, so its running mean wanders and its peak is the
+# luckiest window. Healthy stages simulated as 200 steps each right with p = 0.8 (500 seeds): 20 steps and a 0.25
 # drop (the first reading) cried overshoot in 96% of them, and in 10 of 14 real demo-preset stages
 # (2026-12-05) none of which collapsed; 50 steps and 0.35 in 0.25% (1000 steps: 3%; p = 0.7:
 # 18%). A collapse like issue 16's (1.0 to 0) still shows within ~20 steps of it.
-ACCURACY_WINDOW = 50
+# The loss's median is read over the same 50 steps: over 20 it still crossed ln 2 in 9 of the 126 sweep
+# stages above (training accuracy 0.66-0.88 over their last 50 steps), over 30 or more in none.
+PAIR_WINDOW = 50
 ACCURACY_PEAK = 0.8
 ACCURACY_DROP = 0.35
-LEARNED = 0.1  # the running mean loss of a stage that has learned its pairs (ln 2 = 0.69 at the start)
+LEARNED = 0.1  # the running median loss of a stage that has learned its pairs (ln 2 = 0.69 at the start)
 HELD_OUT_DROP = 0.15
 
 DEGRADING, ACCURACY_FELL, LOSS_CLIMBING, HELD_OUT_FELL = "degrading", "accuracy fell", "loss climbing", "held-out fell"
@@ -52,20 +58,20 @@ ADVICE = (
 @dataclass
 class HealthMonitor:
     window: int = WINDOW
-    accuracy_window: int = ACCURACY_WINDOW
-    _losses: deque = field(init=False)  # the last `window` values
-    _winners: deque = field(init=False)  # loss_w / ref_loss_w - 1
+    pair_window: int = PAIR_WINDOW
+    _winners: deque = field(init=False)  # loss_w / ref_loss_w - 1, the last `window` values
     _losers: deque = field(init=False)
-    _accuracy: deque = field(init=False)  # the last `accuracy_window` values
+    _accuracy: deque = field(init=False)  # training accuracy, the last `pair_window` values
+    _losses: deque = field(init=False)  # the DPO loss, the last `pair_window` values
     _peak: float = 0.0  # best running training accuracy so far
-    _low: float = math.inf  # lowest running mean loss so far
+    _low: float = math.inf  # lowest running median loss so far
     _best_held_out: float = -math.inf
     _held_out: float = -math.inf  # the latest held-out accuracy
     _last_seen: dict[str, int] = field(default_factory=dict)  # sign -> the last step it was active
 
     def __post_init__(self) -> None:
-        self._losses, self._winners, self._losers = (deque(maxlen=self.window) for _ in range(3))
-        self._accuracy = deque(maxlen=self.accuracy_window)
+        self._winners, self._losers = (deque(maxlen=self.window) for _ in range(2))
+        self._accuracy, self._losses = (deque(maxlen=self.pair_window) for _ in range(2))
 
     def update(self, row: dict) -> tuple[list[str], list[str]]:
         """Take one DPO metrics row; return the signs active now and the sentences of those that
@@ -77,27 +83,28 @@ class HealthMonitor:
             (self._accuracy, row["accuracy"]),
         ):
             values.append(value)
-        step, full, accuracy_full = row["step"], len(self._losses) == self.window, len(self._accuracy) == self.accuracy_window
-        accuracy, winners, losers, loss = (statistics.fmean(v) for v in (self._accuracy, self._winners, self._losers, self._losses))
-        if full:
-            self._low = min(self._low, loss)
-        if accuracy_full:
+        step, full, pairs_full = row["step"], len(self._winners) == self.window, len(self._accuracy) == self.pair_window
+        accuracy, winners, losers = (statistics.fmean(v) for v in (self._accuracy, self._winners, self._losers))
+        loss = statistics.median_low(self._losses)  # more than half the pairs wrong, not an average of two
+        if pairs_full:
             self._peak = max(self._peak, accuracy)
+            self._low = min(self._low, loss)
         found: list[tuple[str, str]] = []  # (sign, the sentence that says it)
         if full and winners > DEGRADE and losers > DEGRADE:
             found.append((DEGRADING, (
                 f"DPO is degrading the model at step {step}: the winners' and the losers' own denoising losses are "
                 f"{winners:+.0%} and {losers:+.0%} against the reference's (mean of {self.window} steps); {ADVICE}."
             )))  # fmt: skip
-        if accuracy_full and self._peak >= ACCURACY_PEAK and accuracy <= self._peak - ACCURACY_DROP:
+        if pairs_full and self._peak >= ACCURACY_PEAK and accuracy <= self._peak - ACCURACY_DROP:
             found.append((ACCURACY_FELL, (
                 f"DPO is overshooting at step {step}: training accuracy fell from {self._peak:.2f} to {accuracy:.2f} "
-                f"(mean of {self.accuracy_window} steps); {ADVICE}."
+                f"(mean of {self.pair_window} steps); {ADVICE}."
             )))  # fmt: skip
-        if full and self._low < LEARNED and loss > math.log(2):
+        if pairs_full and self._low < LEARNED and loss > math.log(2):
+            worse = sum(value > math.log(2) for value in self._losses)
             found.append((LOSS_CLIMBING, (
-                f"The DPO loss climbed back to {loss:.3g} by step {step} from {self._low:.3g} (mean of {self.window} steps): "
-                f"on its own training pairs the model is now worse than the reference; {ADVICE}."
+                f"The DPO loss climbed back to {loss:.3g} by step {step} from {self._low:.3g} (median of {self.pair_window} steps): "
+                f"on {worse} of its last {self.pair_window} training pairs the model is now worse than the reference; {ADVICE}."
             )))  # fmt: skip
         if not math.isnan(row.get("val_accuracy", math.nan)):
             self._best_held_out = max(self._best_held_out, row["val_accuracy"])

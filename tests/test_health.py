@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -57,21 +58,25 @@ def test_one_pair_a_step_accuracy_noise_is_not_overshooting():
     draws = np.random.default_rng(0).random(200) < 0.8
     rows = [row(i, accuracy=float(hit), loss=0.2) for i, hit in enumerate(draws, start=1)]
     assert ACCURACY_FELL not in {s for signs in run_monitor(rows)[0] for s in signs}
-    short = HealthMonitor(accuracy_window=20)  # the reading this replaced
+    short = HealthMonitor(pair_window=20)  # the reading this replaced
     assert any(ACCURACY_FELL in short.update(r)[0] for r in rows)
 
 
-def test_the_loss_climbing_back_above_ln2_is_a_sign_and_single_spikes_are_not():
-    """With one pair a step and beta 5000 a healthy stage's loss swings between ~0 and ~10: only the
-    running mean climbing back above ln 2 after it had learned its pairs is a sign."""
-    learned = [row(i, loss=0.001) for i in range(1, 41)]
-    spikes = [row(i, loss=8.0 if i % 20 == 0 else 0.001) for i in range(41, 101)]  # one spike per window: mean 0.4
-    assert run_monitor(learned + spikes) == ([[]] * 100, [])
-    climbing = [row(i, loss=2.0 if i % 2 else 0.5) for i in range(41, 81)]  # mean 1.25 once the window is full of it
-    signs, sentences = run_monitor(learned + climbing)
+def test_most_pairs_worse_than_the_reference_is_loss_climbing_and_a_wrong_pair_here_and_there_is_not():
+    """With one pair a step and beta 5000 a wrong pair costs 5-40 and a right one ~0, so a healthy
+    stage's 20-step mean loss jumps above ln 2 whenever one or two of its pairs come out wrong (the
+    reading this replaced warned in 37 of 126 sweep stages, none collapsing). The sign is the
+    running median back above ln 2 once the stage had learned its pairs: most of them now wrong."""
+    learned = [row(i, loss=0.001) for i in range(1, 61)]
+    spikes = [row(i, loss=20.0 if i % 10 == 0 else 0.001) for i in range(61, 201)]  # 2 wrong pairs in 20
+    assert statistics.fmean(r["loss"] for r in spikes[-20:]) > math.log(2)  # the mean reading warned here
+    assert run_monitor(learned + spikes) == ([[]] * 200, [])
+    collapse = [row(i, loss=3.0 if i % 4 else 0.01) for i in range(61, 141)]  # 3 pairs in 4 wrong
+    signs, sentences = run_monitor(learned + collapse)
     first = next(i for i, s in enumerate(signs) if LOSS_CLIMBING in s) + 1
-    assert 41 < first <= 60 and all(LOSS_CLIMBING in s for s in signs[first:])
-    assert len(sentences) == 1 and sentences[0].startswith("The DPO loss climbed back to") and f"by step {first} from 0.001" in sentences[0]
+    assert first == 94 and all(LOSS_CLIMBING in s for s in signs[first - 1 :])  # 26 of the last 50 wrong: 8 of 34 right
+    assert len(sentences) == 1 and sentences[0].startswith("The DPO loss climbed back to 3 by step 94 from 0.001 (median of 50 steps)")
+    assert "on 26 of its last 50 training pairs" in sentences[0]
 
 
 def test_held_out_accuracy_below_its_best_is_said_once():
