@@ -20,12 +20,13 @@ moving right, growing, gliding steadily).
                                              [--control blind|shuffled] [--no-control] [--jobs 2] [--work DIR]
 
 Prints one JSON line per DPO run (`flips`: how many clips DPO turned to the preferred side, and how
-many away from it), then a table per run kind: the share of clips showing the preference without and
-with DPO and the change in points (mean ± standard deviation over the seeds), the share of clips in
-which the object was kept in every frame, and of those the share showing the preference (the
-preference apart from how often the object survives, which DPO on the demo model changes for a
-control as much as for a rated run: README). A rated run should move the share up (issue 15's goal:
-+30 points or more), the control should leave it within ±10.
+many away from it; `flips_p`: a two-sided sign test on them, `sign_test`), then a table per run kind:
+the share of clips showing the preference without and with DPO and the change in points (mean ±
+standard deviation over the seeds), the share of clips in which the object was kept in every frame,
+and of those the share showing the preference (the preference apart from how often the object
+survives, which DPO on the demo model changes for a control as much as for a rated run: README),
+the seeds whose flips are beyond chance, and all seeds' flips together. A rated run should move the
+share up (issue 15's goal: +30 points or more), the control should leave it within ±10.
 The models must generate clips with a trackable object for the figures to mean anything: the tiny
 preset's random weights generate colour noise, so on it the script only checks its own plumbing.
 Each DPO run's figures are kept in its folder (samples-HELD_OUT.json) and reused by a rerun with --work.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -117,6 +119,15 @@ def sample_shares(run: str, held_out: str, preference: str) -> dict:
     return {"clips": len(frames), "prompt": prompt} | shares | {"change_points": change, "flips": flips}
 
 
+def sign_test(to_preferred: int, from_preferred: int) -> float:
+    """Two-sided exact sign test on the clips DPO changed: the chance of flips at least this
+    lopsided if each changed clip were as likely to turn either way (no pull toward the preference).
+    A K-clip share moves in steps of 1/K, so a control's move of 10-20 points from 32 clips is
+    within this chance when it comes from a dozen flips each way."""
+    n, low = to_preferred + from_preferred, min(to_preferred, from_preferred)
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(low + 1)) / 2**n) if n else 1.0
+
+
 def dpo_and_samples(motion_run: str, category: str, run: str, held_out: str, preference: str, preset: str, overrides: list[str]) -> dict:
     """DPO on `category` from a copy of the motion run, then `sample_shares` (kept in RUN/samples-HELD_OUT.json, HELD_OUT the held-out folder's name)."""
     from huvi.config import load_config
@@ -193,19 +204,30 @@ def main() -> None:
             for seed in args.seeds for kind in kinds
         }  # fmt: skip
         for (seed, kind), future in futures.items():
-            results[seed, kind] = {"preference": args.preference, "seed": seed, "ratings": kind} | future.result()
+            result = future.result()
+            results[seed, kind] = {"preference": args.preference, "seed": seed, "ratings": kind} | result | {"flips_p": round(sign_test(**result["flips"]), 4)}
             print(json.dumps(results[seed, kind]), flush=True)
-    print(f"\n{args.preference}: share of {args.clips} generated clips showing it, preset {args.preset}, seeds {' '.join(map(str, args.seeds))} {' '.join(args.set)}")
-    print("| ratings | without DPO | with DPO | change (points) | object kept in every frame, without / with | of those, showing it, without / with |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        f"\n{args.preference}: share of {args.clips} generated clips showing it, preset {args.preset}, seeds {' '.join(map(str, args.seeds))} {' '.join(args.set)}"
+    )
+    print(
+        "| ratings | without DPO | with DPO | change (points) | object kept in every frame, without / with | of those, showing it, without / with "
+        "| seeds moved beyond chance (sign test on the flips, p < 0.05) | all seeds' flips, to / from the preference (p) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
         rows = [r for (_, k), r in results.items() if k == kind]
         cells = [summary([r[k] for r in rows]) for k in ("preferred_without_dpo", "preferred_with_dpo", "change_points")]
         kept = {side: statistics.mean(r[f"tracked_{side}"] for r in rows) for side in ("without_dpo", "with_dpo")}
         # the preference itself, apart from how often the object survives (which a control moves too)
         of_kept = {side: statistics.mean(r[f"preferred_{side}"] for r in rows) / kept[side] if kept[side] else float("nan") for side in kept}
-        print(f"| {'as given' if kind == 'rated' else 'control (blind to it)'} | {' | '.join(cells)} | "
-              f"{kept['without_dpo']:.2f} / {kept['with_dpo']:.2f} | {of_kept['without_dpo']:.2f} / {of_kept['with_dpo']:.2f} |")
+        beyond = [r["seed"] for r in rows if r["flips_p"] < 0.05]
+        to, away = (sum(r["flips"][side] for r in rows) for side in ("to_preferred", "from_preferred"))
+        print(
+            f"| {'as given' if kind == 'rated' else 'control (blind to it)'} | {' | '.join(cells)} | "
+            f"{kept['without_dpo']:.2f} / {kept['with_dpo']:.2f} | {of_kept['without_dpo']:.2f} / {of_kept['with_dpo']:.2f} | "
+            f"{len(beyond)} of {len(rows)} ({' '.join(map(str, beyond)) or 'none'}) | {to} / {away} ({sign_test(to, away):.2g}) |"
+        )
 
 
 if __name__ == "__main__":
