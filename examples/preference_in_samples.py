@@ -122,8 +122,8 @@ def sample_shares(run: str, held_out: str, preference: str) -> dict:
 def sign_test(to_preferred: int, from_preferred: int) -> float:
     """Two-sided exact sign test on the clips DPO changed: the chance of flips at least this
     lopsided if each changed clip were as likely to turn either way (no pull toward the preference).
-    A K-clip share moves in steps of 1/K, so a control's move of 10-20 points from 32 clips is
-    within this chance when it comes from a dozen flips each way."""
+    A K-clip share moves in steps of 1/K: from 32 clips, a dozen flips that each went either way at
+    random move it by about 11 points (sd, sqrt(12) / 32)."""
     n, low = to_preferred + from_preferred, min(to_preferred, from_preferred)
     return min(1.0, 2 * sum(math.comb(n, k) for k in range(low + 1)) / 2**n) if n else 1.0
 
