@@ -18,6 +18,11 @@ moving right, growing, gliding steadily).
     python examples/preference_in_samples.py [--preset demo] [--preference direction] [--seeds 1]
                                              [--clips 32] [--toy squares] [--set key=value ...]
                                              [--control blind|shuffled] [--no-control] [--jobs 2] [--work DIR]
+    python examples/preference_in_samples.py --toy shapes --clips 96 --runs runs/mine runs/mine-control
+
+The second form trains nothing: it samples runs already trained (a category of your own rated in the
+app, or trained with `python -m huvi train`, and a control rated blind to the preference), one table
+row each, from the held-out first frames of the first --seeds.
 
 Prints one JSON line per DPO run (`flips`: how many clips DPO turned to the preferred side, and how
 many away from it; `flips_p`: a two-sided sign test on them, `sign_test`), then a table per run kind:
@@ -128,20 +133,48 @@ def sign_test(to_preferred: int, from_preferred: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, k) for k in range(low + 1)) / 2**n) if n else 1.0
 
 
-def dpo_and_samples(motion_run: str, category: str, run: str, held_out: str, preference: str, preset: str, overrides: list[str]) -> dict:
-    """DPO on `category` from a copy of the motion run, then `sample_shares` (kept in RUN/samples-HELD_OUT.json, HELD_OUT the held-out folder's name)."""
-    from huvi.config import load_config
-
-    cfg = load_config(preset, overrides)
-    if reused_result(run, cfg) is None:
-        seconds = dpo_from_motion(motion_run, category, run, cfg)
-        write_json(Path(run, "result.json"), {"dpo_seconds": round(seconds)})
+def kept_samples(run: str, held_out: str, preference: str) -> dict:
+    """`sample_shares`, kept in RUN/samples-HELD_OUT.json (HELD_OUT the held-out folder's name) and read back on a rerun."""
     done = Path(run, f"samples-{Path(held_out).name}.json")  # gone with the old run when DPO trained again
     if done.is_file():
         return json.loads(done.read_text())
     result = sample_shares(run, held_out, preference)
     write_json(done, result)
     return result
+
+
+def dpo_and_samples(motion_run: str, category: str, run: str, held_out: str, preference: str, preset: str, overrides: list[str]) -> dict:
+    """DPO on `category` from a copy of the motion run, then `kept_samples`."""
+    from huvi.config import load_config
+
+    cfg = load_config(preset, overrides)
+    if reused_result(run, cfg) is None:
+        seconds = dpo_from_motion(motion_run, category, run, cfg)
+        write_json(Path(run, "result.json"), {"dpo_seconds": round(seconds)})
+    return kept_samples(run, held_out, preference)
+
+
+def print_table(title: str, groups: dict[str, list[dict]]) -> None:
+    """One markdown row per group of runs (the seeds of a run kind, or one given run): the shares
+    without and with DPO as mean ± sd, how often the object was kept, and the flips."""
+    print(f"\n{title}")
+    print(
+        "| ratings | without DPO | with DPO | change (points) | object kept in every frame, without / with | of those, showing it, without / with "
+        "| runs moved beyond chance (sign test on the flips, p < 0.05) | all runs' flips, to / from the preference (p) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, rows in groups.items():
+        cells = [summary([r[k] for r in rows]) for k in ("preferred_without_dpo", "preferred_with_dpo", "change_points")]
+        kept = {side: statistics.mean(r[f"tracked_{side}"] for r in rows) for side in ("without_dpo", "with_dpo")}
+        # the preference itself, apart from how often the object survives (which a control moves too)
+        of_kept = {side: statistics.mean(r[f"preferred_{side}"] for r in rows) / kept[side] if kept[side] else float("nan") for side in kept}
+        beyond = [str(r.get("seed", r.get("run"))) for r in rows if r["flips_p"] < 0.05]
+        to, away = (sum(r["flips"][side] for r in rows) for side in ("to_preferred", "from_preferred"))
+        print(
+            f"| {label} | {' | '.join(cells)} | "
+            f"{kept['without_dpo']:.2f} / {kept['with_dpo']:.2f} | {of_kept['without_dpo']:.2f} / {of_kept['with_dpo']:.2f} | "
+            f"{len(beyond)} of {len(rows)} ({' '.join(beyond) or 'none'}) | {to} / {away} ({sign_test(to, away):.2g}) |"
+        )
 
 
 def main() -> None:
@@ -155,6 +188,11 @@ def main() -> None:
         help="squares: huvi.synthetic's; shapes: the demo model's own kind of clips (huvi.demo_data.direction_couples, direction only)",
     )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
+    parser.add_argument(
+        "--runs", nargs="+", type=Path, metavar="RUN",
+        help="sample these finished runs instead of training (say a category and its control trained in the app or with "
+        "`python -m huvi train`): one table row each, from the held-out first frames of the first --seeds",
+    )  # fmt: skip
     add_control_options(parser)
     add_sweep_options(parser)
     args = parser.parse_args()
@@ -163,8 +201,12 @@ def main() -> None:
     if args.toy == "shapes" and args.preference != "direction":
         parser.error("--toy shapes rates direction only")
     from huvi.config import load_config
+    from huvi.runs import Run
 
-    data = load_config(args.preset, args.set).data
+    for run in args.runs or ():
+        if not Run(run).adapter_path("dpo").is_file():
+            parser.error(f"{run} holds no DPO adapter: train the run to the end first (python -m huvi train --category ... --out {run}).")
+    data = Run(args.runs[0]).read_config().data if args.runs else load_config(args.preset, args.set).data
     work = sweep_folder(args.work, "huvi-samples-")
     kinds = ("rated",) if args.no_control else ("rated", args.control)
     held_out_name = f"{'centred-starts' if args.toy == 'shapes' else 'first-frames'}-{args.clips}"
@@ -178,18 +220,21 @@ def main() -> None:
             return direction_couples(root, clips, seed, size=data.width, spread=spread)
         return preference_category(root, args.preference, clips=clips, seed=seed, size=data.width, spread=spread)
 
-    for seed in args.seeds:
+    for seed in args.seeds[:1] if args.runs else args.seeds:
         held_out = Path(at(seed, held_out_name))
         if not (held_out / "category.json").is_file():
             if args.toy == "shapes":
                 centred_starts(held_out, args.clips, 2000 + seed, data.width)
             else:
                 write_category(held_out, args.clips, 2000 + seed, spread=False)
-        for kind in kinds:
+        for kind in () if args.runs else kinds:
             if not Path(at(seed, kind), "category.json").is_file():
                 category = write_category(Path(at(seed, kind)), CLIPS, seed)
                 if kind != "rated":
                     rate_control(category, kind, seed)
+    if args.runs:
+        sample_runs(args.runs, at(args.seeds[0], held_out_name), args)
+        return
     motion_sets = [s for s in args.set if not s.startswith("dpo.")]  # DPO settings leave the motion stage as it is
     results: dict[tuple[int, str], dict] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
@@ -204,30 +249,29 @@ def main() -> None:
             for seed in args.seeds for kind in kinds
         }  # fmt: skip
         for (seed, kind), future in futures.items():
-            result = future.result()
-            results[seed, kind] = {"preference": args.preference, "seed": seed, "ratings": kind} | result | {"flips_p": round(sign_test(**result["flips"]), 4)}
+            results[seed, kind] = with_sign_test({"preference": args.preference, "seed": seed, "ratings": kind} | future.result())
             print(json.dumps(results[seed, kind]), flush=True)
-    print(
-        f"\n{args.preference}: share of {args.clips} generated clips showing it, preset {args.preset}, seeds {' '.join(map(str, args.seeds))} {' '.join(args.set)}"
+    print_table(
+        f"{args.preference}: share of {args.clips} generated clips showing it, preset {args.preset}, seeds {' '.join(map(str, args.seeds))} {' '.join(args.set)}",
+        {"as given" if kind == "rated" else f"control ({kind})": [r for (_, k), r in results.items() if k == kind] for kind in kinds},
     )
-    print(
-        "| ratings | without DPO | with DPO | change (points) | object kept in every frame, without / with | of those, showing it, without / with "
-        "| seeds moved beyond chance (sign test on the flips, p < 0.05) | all seeds' flips, to / from the preference (p) |"
+
+
+def with_sign_test(result: dict) -> dict:
+    return result | {"flips_p": round(sign_test(**result["flips"]), 4)}
+
+
+def sample_runs(runs: list[Path], held_out: str, args: argparse.Namespace) -> None:
+    """--runs: `kept_samples` of each finished run, one JSON line and one table row each."""
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
+        futures = {run: pool.submit(kept_samples, str(run), held_out, args.preference) for run in runs}
+        results = {run: with_sign_test({"preference": args.preference, "run": str(run)} | future.result()) for run, future in futures.items()}
+    for result in results.values():
+        print(json.dumps(result), flush=True)
+    print_table(
+        f"{args.preference}: share of {args.clips} generated clips showing it, from {Path(held_out).name} (seed {args.seeds[0]})",
+        {run.name: [result] for run, result in results.items()},
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for kind in kinds:
-        rows = [r for (_, k), r in results.items() if k == kind]
-        cells = [summary([r[k] for r in rows]) for k in ("preferred_without_dpo", "preferred_with_dpo", "change_points")]
-        kept = {side: statistics.mean(r[f"tracked_{side}"] for r in rows) for side in ("without_dpo", "with_dpo")}
-        # the preference itself, apart from how often the object survives (which a control moves too)
-        of_kept = {side: statistics.mean(r[f"preferred_{side}"] for r in rows) / kept[side] if kept[side] else float("nan") for side in kept}
-        beyond = [r["seed"] for r in rows if r["flips_p"] < 0.05]
-        to, away = (sum(r["flips"][side] for r in rows) for side in ("to_preferred", "from_preferred"))
-        print(
-            f"| {'as given' if kind == 'rated' else 'control (blind to it)'} | {' | '.join(cells)} | "
-            f"{kept['without_dpo']:.2f} / {kept['with_dpo']:.2f} | {of_kept['without_dpo']:.2f} / {of_kept['with_dpo']:.2f} | "
-            f"{len(beyond)} of {len(rows)} ({' '.join(map(str, beyond)) or 'none'}) | {to} / {away} ({sign_test(to, away):.2g}) |"
-        )
 
 
 if __name__ == "__main__":
