@@ -134,9 +134,12 @@ def sign_test(to_preferred: int, from_preferred: int) -> float:
 
 
 def kept_samples(run: str, held_out: str, preference: str) -> dict:
-    """`sample_shares`, kept in RUN/samples-HELD_OUT.json (HELD_OUT the held-out folder's name) and read back on a rerun."""
-    done = Path(run, f"samples-{Path(held_out).name}.json")  # gone with the old run when DPO trained again
-    if done.is_file():
+    """`sample_shares`, kept in RUN/samples-HELD_OUT.json (HELD_OUT the held-out folder's name) and
+    read back on a rerun, unless the DPO adapter was written after it (a run trained on)."""
+    from huvi.runs import Run
+
+    done = Path(run, f"samples-{Path(held_out).name}.json")
+    if done.is_file() and done.stat().st_mtime >= Run(Path(run)).adapter_path("dpo").stat().st_mtime:
         return json.loads(done.read_text())
     result = sample_shares(run, held_out, preference)
     write_json(done, result)
@@ -258,6 +261,7 @@ def main() -> None:
 
 
 def with_sign_test(result: dict) -> dict:
+    """`result` with `flips_p`, the sign test on its flips."""
     return result | {"flips_p": round(sign_test(**result["flips"]), 4)}
 
 
