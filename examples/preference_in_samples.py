@@ -223,21 +223,26 @@ def main() -> None:
             return direction_couples(root, clips, seed, size=data.width, spread=spread)
         return preference_category(root, args.preference, clips=clips, seed=seed, size=data.width, spread=spread)
 
-    for seed in args.seeds[:1] if args.runs else args.seeds:
-        held_out = Path(at(seed, held_out_name))
-        if not (held_out / "category.json").is_file():
+    def held_out(seed: int) -> str:
+        """The held-out first frames of `seed`, written on first use."""
+        folder = Path(at(seed, held_out_name))
+        if not (folder / "category.json").is_file():
             if args.toy == "shapes":
-                centred_starts(held_out, args.clips, 2000 + seed, data.width)
+                centred_starts(folder, args.clips, 2000 + seed, data.width)
             else:
-                write_category(held_out, args.clips, 2000 + seed, spread=False)
-        for kind in () if args.runs else kinds:
+                write_category(folder, args.clips, 2000 + seed, spread=False)
+        return str(folder)
+
+    if args.runs:
+        sample_runs(args.runs, held_out(args.seeds[0]), args)
+        return
+    for seed in args.seeds:
+        held_out(seed)
+        for kind in kinds:
             if not Path(at(seed, kind), "category.json").is_file():
                 category = write_category(Path(at(seed, kind)), CLIPS, seed)
                 if kind != "rated":
                     rate_control(category, kind, seed)
-    if args.runs:
-        sample_runs(args.runs, at(args.seeds[0], held_out_name), args)
-        return
     motion_sets = [s for s in args.set if not s.startswith("dpo.")]  # DPO settings leave the motion stage as it is
     results: dict[tuple[int, str], dict] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
@@ -246,7 +251,7 @@ def main() -> None:
             future.result()
         futures = {
             (seed, kind): pool.submit(
-                dpo_and_samples, at(seed, "motion"), at(seed, kind), at(seed, f"{kind}-run"), at(seed, held_out_name),
+                dpo_and_samples, at(seed, "motion"), at(seed, kind), at(seed, f"{kind}-run"), held_out(seed),
                 args.preference, args.preset, args.set,
             )
             for seed in args.seeds for kind in kinds
