@@ -272,7 +272,20 @@ def check_category(root: Path, data: DataConfig | None = None, per_latent: int =
                 problems.append(Problem("warning", f"{name} is the same file as {first_of[digest]}; remove one of them (a clip compared with itself teaches nothing)."))
             first_of.setdefault(digest, name)
         problems += [Problem("error", message) for message in pair_length_problems(parsed.pairs, lengths, data, per_latent)]
+        if gap := rating_gap_problem(Path(root).name, parsed.scores, parsed.pairs, data.min_rating_gap):
+            problems.append(gap)
     return problems
+
+
+def rating_gap_problem(name: str, scores: dict[str, int], pairs: Sequence[ExplicitPair], min_gap: int) -> Problem | None:
+    """Ratings that differ, but never by data.min_rating_gap: no pair forms (equal ratings are
+    `_structure`'s error)."""
+    if min_gap <= 1 or len(set(scores.values())) < 2 or max(scores.values()) - min(scores.values()) >= min_gap or any(p.labelled for p in pairs):
+        return None
+    return Problem("error", (
+        f"No two clips of {name} are rated {min_gap} or more apart, so no preference pair forms at data.min_rating_gap {min_gap}; "
+        "rate the best and the worst clips further apart, or set data.min_rating_gap to 1."
+    ))  # fmt: skip
 
 
 def load_category(root: Path) -> Category:

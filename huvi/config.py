@@ -60,6 +60,10 @@ class DataConfig:
     temporal_crop: bool = True  # random window of `frames` within the cached frames, the same for both clips of a pair
     hflip: bool = False  # random horizontal flip, the same for both clips of a pair; off because a mirror reverses left-right motion
     holdout: float = 0.0  # fraction of preference pairs held out of DPO training and scored every dpo.eval_every steps
+    # Pair two rated clips only when their ratings differ by at least this. 1 is HuViDPO's (any two
+    # different ratings); 2 leaves out the 4-vs-5 and 1-vs-2 pairs, which say more about a person's
+    # rating noise than about what they prefer (the demo preset's, README "A category not written in couples").
+    min_rating_gap: int = 1
 
     def __post_init__(self) -> None:
         _check(self.frames >= 2, f"data.frames must be at least 2 (frame 0 is the condition), not {self.frames}.")
@@ -71,6 +75,7 @@ class DataConfig:
             f"data.max_cached_frames ({self.max_cached_frames}) must be at least data.frames ({self.frames}).",
         )
         _check(0.0 <= self.holdout < 1.0, f"data.holdout must be in [0, 1), not {self.holdout}.")
+        _check(1 <= self.min_rating_gap <= 4, f"data.min_rating_gap must be from 1 to 4 (ratings are 1-5), not {self.min_rating_gap}.")
 
 
 @dataclass
@@ -138,6 +143,12 @@ class DpoStageConfig(StageConfig):
     # draw; 0.5 keeps the noisier half, where a clip's layout and motion are decided, and leaves out
     # the low-noise steps whose errors are about each clip's fine detail (README, "Does it learn?").
     min_noise: float = 0.0
+    # The health check's "degrading" sign (huvi.health): the winners' and the losers' own losses both this
+    # much above the reference's (relative, 20-step means). Set from tiny, whose healthy stages keep within
+    # ~2% (issue 16's collapse: 40%); a trained base drifts further in healthy runs, so the demo preset
+    # sets its own. The GPU presets keep this, unmeasured there: a warning too many costs less than a
+    # collapse missed.
+    degrade_warning: float = 0.05
     eval_every: int = 50  # steps between held-out pair accuracy checks (only when data.holdout > 0)
     eval_samples: int = 8  # noise/timestep draws per pair when scoring held-out pairs
     adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(rank=16, alpha=32.0, dropout=0.1))
@@ -149,6 +160,7 @@ class DpoStageConfig(StageConfig):
         _check(self.sft_weight >= 0, f"dpo.sft_weight must be 0 or more, not {self.sft_weight}.")
         _check(self.drift_weight >= 0, f"dpo.drift_weight must be 0 or more, not {self.drift_weight}.")
         _check(0 <= self.min_noise < 1, f"dpo.min_noise must be in [0, 1), not {self.min_noise}.")
+        _check(self.degrade_warning > 0, f"dpo.degrade_warning must be positive, not {self.degrade_warning}.")
         _check(self.eval_every >= 1 and self.eval_samples >= 1, "dpo.eval_every and dpo.eval_samples must be at least 1.")
 
 

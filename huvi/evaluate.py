@@ -161,7 +161,7 @@ def evaluate_run(run_dir: Path, category_dir: Path, samples: int | None = None, 
     if mode == "dense":
         pairs = segment_pairs(category.pairs, cfg.data.frames, cfg.seed, family.frames_per_latent)
     else:
-        pairs = form_pairs(category.scores, cfg.seed, category.pairs)
+        pairs = form_pairs(category.scores, cfg.seed, category.pairs, cfg.data.min_rating_gap)
     return score_pairs(
         unet, family, latents.clips, pairs, latents.prompt_embeds.to(dtype), cfg.data.frames,
         cfg.dpo.beta, samples or cfg.dpo.eval_samples, cfg.seed, device,

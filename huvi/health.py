@@ -7,7 +7,8 @@ back. Measured on the tiny preset at lr 1e-3 and beta 5000 (issue 16): loss 0.00
 with training accuracy 0 at step 200, the winners' and losers' own losses ~40% above the
 reference's, and held-out accuracy below chance. The monitor watches, over the last WINDOW steps:
 
-    degrading        the winners' and the losers' mean losses both above the reference's by DEGRADE or more
+    degrading        the winners' and the losers' mean losses both above the reference's by `degrade` or more
+                     (dpo.degrade_warning: the preset's, since how far a healthy stage drifts depends on the base)
     accuracy fell    the running training accuracy (over PAIR_WINDOW steps) dropped by ACCURACY_DROP from a
                      peak of ACCURACY_PEAK or more
     loss climbing    the running median loss (over PAIR_WINDOW steps) back above ln 2 after it
@@ -33,8 +34,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from huvi.config import DpoStageConfig
+
 WINDOW = 20  # steps in the running means: ~10% of a tiny DPO stage, enough to average out the pair draws
-DEGRADE = 0.05  # relative; a healthy tiny run keeps the winners within ~2% of the reference (issue 16's runs)
 # One pair a step: training accuracy is that pair's 0 or 1, so its running mean wanders and its peak is the
 # luckiest window. Healthy stages simulated as 200 steps each right with p = 0.8 (500 seeds): 20 steps and a 0.25
 # drop (the first reading) cried overshoot in 96% of them, and in 10 of 14 real demo-preset stages
@@ -57,6 +59,7 @@ ADVICE = (
 
 @dataclass
 class HealthMonitor:
+    degrade: float = DpoStageConfig.degrade_warning  # relative; the preset's dpo.degrade_warning
     window: int = WINDOW
     pair_window: int = PAIR_WINDOW
     _winners: deque = field(init=False)  # loss_w / ref_loss_w - 1, the last `window` values
@@ -90,10 +93,11 @@ class HealthMonitor:
             self._peak = max(self._peak, accuracy)
             self._low = min(self._low, loss)
         found: list[tuple[str, str]] = []  # (sign, the sentence that says it)
-        if full and winners > DEGRADE and losers > DEGRADE:
+        if full and winners > self.degrade and losers > self.degrade:
             found.append((DEGRADING, (
                 f"DPO is degrading the model at step {step}: the winners' and the losers' own denoising losses are "
-                f"{winners:+.0%} and {losers:+.0%} against the reference's (mean of {self.window} steps); {ADVICE}."
+                f"{winners:+.0%} and {losers:+.0%} against the reference's (mean of {self.window} steps; this warns above "
+                f"{self.degrade:.0%}, dpo.degrade_warning); {ADVICE}."
             )))  # fmt: skip
         if pairs_full and self._peak >= ACCURACY_PEAK and accuracy <= self._peak - ACCURACY_DROP:
             found.append((ACCURACY_FELL, (

@@ -72,9 +72,10 @@ class SegmentPair:
     signs: tuple[int, ...]  # per segment: +1 a better, -1 b better, 0 no preference
 
 
-def form_pairs(scores: dict[str, int], seed: int, explicit: Sequence[ExplicitPair] = ()) -> list[Pair]:
-    """Every pair of clips with different scores, the higher-scored one the winner, plus the
-    explicit pairs with a clip-level winner, shuffled together by `seed`.
+def form_pairs(scores: dict[str, int], seed: int, explicit: Sequence[ExplicitPair] = (), min_gap: int = 1) -> list[Pair]:
+    """Every pair of clips whose scores differ by `min_gap` or more (data.min_rating_gap), the
+    higher-scored one the winner, plus the explicit pairs with a clip-level winner, shuffled
+    together by `seed`.
 
     Equal scores never pair: a tie says nothing about preference (HuViDPO's published code treated
     the second clip of a tie as the winner).
@@ -83,7 +84,7 @@ def form_pairs(scores: dict[str, int], seed: int, explicit: Sequence[ExplicitPai
     pairs = [
         Pair(a, b) if scores[a] > scores[b] else Pair(b, a)
         for a, b in itertools.combinations(names, 2)
-        if scores[a] != scores[b]
+        if abs(scores[a] - scores[b]) >= max(1, min_gap)
     ]
     pairs += [p for p in (e.clip_pair() for e in explicit) if p is not None]
     random.Random(seed).shuffle(pairs)

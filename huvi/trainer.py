@@ -169,10 +169,12 @@ class _Trainer:
     def _form_pairs(self) -> None:
         cfg, explicit = self.cfg, self.category.pairs
         if cfg.dpo.mode == "clip":
-            pairs = form_pairs(self.category.scores, cfg.seed, explicit)
+            gap = cfg.data.min_rating_gap
+            pairs = form_pairs(self.category.scores, cfg.seed, explicit, gap)
             unused = sum(p.clip_pair() is None for p in explicit)
             skipped = "have no \"winner\" other than a tie (segment labels are used in dense mode)"
-            what, advice = "preference pairs", "give at least two clips different ratings, or an explicit pair a \"winner\""
+            apart = "different ratings" if gap == 1 else f"ratings {gap} or more apart (data.min_rating_gap)"
+            what, advice = "preference pairs", f"give at least two clips {apart}, or an explicit pair a \"winner\""
         else:
             pairs = segment_pairs(explicit, cfg.data.frames, cfg.seed, self.family.frames_per_latent)
             unused = len(explicit) - len(pairs)
@@ -239,7 +241,7 @@ class _Trainer:
         restored = Run.load_checkpoint(start) if start is not None else None
         step = self._restore(restored, stage, optimizer, schedule) if restored is not None else 0
         self.best = BestAdapter(self.run.best_folder, stage, restored[1].get("best") if restored else None) if stage == DPO and self.pairs_val else None
-        monitor = HealthMonitor() if stage == DPO else None
+        monitor = HealthMonitor(degrade=self.cfg.dpo.degrade_warning) if stage == DPO else None
         if monitor is not None:
             monitor.replay([r for r in self.run.read_metrics() if r["stage"] == stage and r["step"] <= step])
         model, optimizer = acc.prepare(self.unet, optimizer)

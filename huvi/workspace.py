@@ -17,6 +17,7 @@ trains on (`preference_pairs`, the trainer's own `form_pairs`).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
-from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, read_meta, read_pairs, valid_score
+from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, rating_gap_problem, read_meta, read_pairs, valid_score
 from huvi.config import DataConfig
 from huvi.errors import HuviError
 from huvi.io import atomic_write, file_digest, publish_dir, write_json
@@ -352,7 +353,9 @@ class PairsView:
     pairs: list[PairRow]  # in training order (huvi.pairs.form_pairs with this seed)
     unrated: list[str]  # no rating and in no explicit pair: not trained on
     ties: dict[int, list[str]]  # rating -> the clips sharing it (two or more): they never pair with each other
-    unpaired: list[str]  # rated, but every other rated clip has the same rating: in no pair at all
+    unpaired: list[str]  # rated, but every other rated clip has the same rating (or one too close): in no pair at all
+    min_gap: int = 1  # data.min_rating_gap
+    close: int = 0  # clip combinations left out because their ratings differ by less than min_gap
 
     @property
     def tied_combinations(self) -> int:
@@ -360,11 +363,12 @@ class PairsView:
         return sum(len(names) * (len(names) - 1) // 2 for names in self.ties.values())
 
 
-def preference_pairs(root: Path, seed: int) -> PairsView:
-    """The pairs `form_pairs` makes from the category's ratings (and explicit pairs) with `seed`."""
+def preference_pairs(root: Path, seed: int, min_gap: int = 1) -> PairsView:
+    """The pairs `form_pairs` makes from the category's ratings (and explicit pairs) with `seed`
+    and data.min_rating_gap `min_gap`."""
     entries = list_clips(root)
     scores = {e.name: e.score for e in entries if e.score is not None}
-    pairs = form_pairs(scores, seed, read_pairs(root))
+    pairs = form_pairs(scores, seed, read_pairs(root), min_gap)
     rows = [PairRow(p.winner, p.loser, scores.get(p.winner), scores.get(p.loser)) for p in pairs]
     in_pairs = {name for p in pairs for name in (p.winner, p.loser)}
     ties = {s: sorted(n for n, v in scores.items() if v == s) for s in sorted(set(scores.values()), reverse=True)}
@@ -374,12 +378,18 @@ def preference_pairs(root: Path, seed: int) -> PairsView:
         unrated=[e.name for e in entries if e.score is None and not e.paired],  # a paired clip needs no rating
         ties={s: names for s, names in ties.items() if len(names) > 1},
         unpaired=sorted(set(scores) - in_pairs),
+        min_gap=min_gap,
+        close=sum(0 < abs(a - b) < min_gap for a, b in itertools.combinations(scores.values(), 2)),
     )
 
 
-def summarize(root: Path) -> Summary:
-    """Counts and structural problems of a category; cheap enough to recompute on every edit."""
+def summarize(root: Path, min_gap: int = 1) -> Summary:
+    """Counts and structural problems of a category, its pairs formed at data.min_rating_gap
+    `min_gap`; cheap enough to recompute on every edit."""
     entries = list_clips(root)
     scores = {e.name: e.score for e in entries if e.score is not None}
     histogram = {s: sum(v == s for v in scores.values()) for s in range(1, 6)}
-    return Summary(sum(not e.generated for e in entries), len(scores), histogram, len(form_pairs(scores, seed=0)), check_category(root))
+    problems = check_category(root)
+    if gap := rating_gap_problem(Path(root).name, scores, read_pairs(root), min_gap):
+        problems.append(gap)
+    return Summary(sum(not e.generated for e in entries), len(scores), histogram, len(form_pairs(scores, 0, min_gap=min_gap)), problems)

@@ -40,7 +40,7 @@ from huvi.video import write_clip
 from ui.plots import metric_plots
 from ui.training import TRAIN_SETTINGS, TrainHandlers
 
-SETTINGS_FOR_3_STEPS = [3, 3, 0, 0, 5000, 1e-3, 1e-3, 0.0, 32, 16]  # steps, seed, previews, beta, lrs, holdout, ranks (tiny)
+SETTINGS_FOR_3_STEPS = [3, 3, 0, 0, 5000, 1e-3, 1e-3, 0.0, 32, 16, 1]  # steps, seed, previews, beta, lrs, holdout, ranks, rating gap (tiny)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +195,7 @@ def test_the_train_form_is_filled_from_the_run_shown(served, tmp_path):
     category, preset, stage, mode, *rest = form
     *values, extra, prompts, run_name, note = rest
     assert (category.value, preset.value, stage, mode) == ("demo", "tiny", "both", "dense")
-    assert values == [7, 9, 4, 0, 2500.0, 1e-3, 1e-3, 0.0, 32, 16]
+    assert values == [7, 9, 4, 0, 2500.0, 1e-3, 1e-3, 0.0, 32, 16, 1]
     assert (extra, prompts) == ("data.hflip=true", "a cat\na dog")
     assert run_name.startswith("demo-") and run_name != "from-a-shell" and "settings of **from-a-shell**" in note
     argv = shlex.split(first_command(run, None))
@@ -253,6 +253,10 @@ def test_make_upload_rate_check_and_remove(served, tmp_path):
     assert "**6 preference pairs**" in head and "the first 1 held out" in head
     assert table.count("<tr class=") == 6 and table.count("<img src=\"/gradio_api/file=") == 12
     assert (ws.categories / "squares" / ".huvi" / "thumbs" / "clip_0.mp4.png").is_file()
+    head, _, left_out = tabs.pairs.pairs_view("squares", 3, 0, 2)  # the Train tab's rating gap at 2: 5-4 and 2-1 left out
+    assert "**4 preference pairs**" in head and "**Ratings less than 2★ apart never pair**" in left_out and "2 combinations" in left_out
+    gapped = client.predict("squares", 3, 2, api_name="/pairs")
+    assert (gapped["count"], gapped["min_gap"], gapped["close_combinations"]) == (4, 2, 2)
     client.predict("squares", "clip_1.mp4", 5, api_name="/set_score")  # a tie with clip_0
     client.predict("squares", "clip_2.mp4", 0, api_name="/set_score")  # 0 clears a rating
     pairs = client.predict("squares", 3, api_name="/pairs")

@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 TRAIN_TIMEOUT_MS = 240_000
-RATINGS = (5, 5, 4, 4, 2, 2, 1, 1)  # 8 clips: 28 combinations, 4 of them ties -> 24 pairs
+RATINGS = (5, 5, 4, 4, 2, 2, 1, 1)  # 8 clips: 28 combinations, 4 of them ties, 8 of them 1 apart -> 16 pairs at the demo preset's rating gap 2
 # The page is reloaded once the job has logged a step: the steps left (about 30 s on 2 shared
 # cores) must outlast the reload (about 3 s). Preview clips at the last DPO step, one per prompt.
 MOTION_STEPS, DPO_STEPS, PREVIEW_EVERY = 3, 6, 6
@@ -252,18 +252,19 @@ def test_the_whole_loop_in_a_browser(app, page, shots, tmp_path):
     for i, score in enumerate(RATINGS):
         card(page, f"square_{i}.mp4").get_by_label(str(score), exact=True).check()
         wait_until(lambda i=i, score=score: scores(home, category).get(f"square_{i}.mp4") == score, f"the rating of square_{i}.mp4")
-    shown(page, "24 preference pairs").wait_for()
+    shown(page, "16 preference pairs").wait_for()
     page.screenshot(path=str(shots / "2-rate.png"), full_page=True)
 
     # 3 · Pairs: count, every pair with its clips' thumbnails, who is left out; the seed picked here is the Train tab's
     open_tab(page, "3 · Pairs")
-    shown(page, "24 preference pairs").wait_for()
+    shown(page, "16 preference pairs").wait_for()
     page.get_by_text("Equal ratings never pair").wait_for()
+    page.get_by_text("Ratings less than 2★ apart never pair").wait_for()  # the demo preset's data.min_rating_gap
     page.get_by_label("Seed (the training run's seed)").fill("7")
     page.get_by_text("a run with seed 7").wait_for()
-    first = form_pairs(scores(home, category), seed=7)[0]  # the table is in the order training uses
+    first = form_pairs(scores(home, category), seed=7, min_gap=2)[0]  # the table is in the order training uses
     rows = page.locator(".huvi-pairs tbody tr:visible")
-    expect(rows).to_have_count(24)  # all of them, no scroll box
+    expect(rows).to_have_count(16)  # all of them, no scroll box
     expect(rows.first).to_have_text(re.compile(rf"^\s*1\s*{re.escape(first.winner)}\s*\d★\s*{re.escape(first.loser)}\s*\d★\s*training\s*$"))
     wait_until(lambda: rows.first.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 0"), "the thumbnails")
     page.screenshot(path=str(shots / "3-pairs.png"), full_page=True)

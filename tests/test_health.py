@@ -12,6 +12,8 @@ from helpers import metric_rows, tiny_config
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from huvi.config import load_config
+from huvi.errors import HuviError
 from huvi.health import ACCURACY_FELL, DEGRADING, HELD_OUT_FELL, LOSS_CLIMBING, HealthMonitor, summary
 from huvi.runs import Run
 from huvi.trainer import train
@@ -43,6 +45,19 @@ def test_winners_and_losers_both_worse_than_the_reference_is_degrading():
     assert 21 <= first + 1 <= 40 and all(DEGRADING in s for s in signs[first:])
     assert len(sentences) == 1 and sentences[0].startswith(f"DPO is degrading the model at step {first + 1}: the winners' and the losers' own")
     assert "lower dpo.learning_rate" in sentences[0]
+
+
+def test_how_far_the_losses_may_drift_is_the_presets():
+    """A trained base drifts further in healthy stages than tiny's random one: the demo preset's
+    rated runs that moved generation the right way rose to +27%, its controls that lost the shape
+    to +74% and more (presets/demo.yaml), so it warns at its own dpo.degrade_warning."""
+    healthy, sick = ([row(i, winner=1 + rise, loser=1 + 2 * rise) for i in range(1, 41)] for rise in (0.25, 0.8))
+    assert any(DEGRADING in s for s in run_monitor(healthy)[0])  # tiny's 0.05
+    for rows, warned in ((healthy, False), (sick, True)):
+        monitor = HealthMonitor(degrade=load_config("demo").dpo.degrade_warning)
+        assert any(DEGRADING in monitor.update(r)[0] for r in rows) is warned
+    with pytest.raises(HuviError, match="dpo.degrade_warning must be positive"):
+        load_config("demo", ["dpo.degrade_warning=0"])
 
 
 def test_training_accuracy_falling_from_its_peak_is_overshooting():
@@ -122,8 +137,13 @@ def held_out_run(category, tmp_path_factory):
         calls["n"] += 1
         return calls["n"] == 3 + 5  # after motion's 3 steps, DPO step 5: past the checks of steps 2 and 4
 
-    assert train(cfg, category, root, show_progress=False, should_stop=stop_in_dpo).stopped
-    train(cfg, category, root, resume=True, show_progress=False)
+    cfg.dpo.degrade_warning = 0.2
+    monitors = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("huvi.trainer.HealthMonitor", lambda **kw: monitors.append(HealthMonitor(**kw)) or monitors[-1])
+        assert train(cfg, category, root, show_progress=False, should_stop=stop_in_dpo).stopped
+        train(cfg, category, root, resume=True, show_progress=False)
+    assert [m.degrade for m in monitors] == [0.2, 0.2]  # the run's dpo.degrade_warning, before and after the resume
     return root
 
 

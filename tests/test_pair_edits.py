@@ -143,3 +143,22 @@ def test_pairs_alone_make_a_category_trainable(category_copy):
     a, b = sorted(meta["scores"])[:2]
     with_pairs(category_copy, [{"a": a, "b": b, "winner": "a"}])
     assert not [p for p in check_category(category_copy) if p.level == "error"]
+
+
+def test_ratings_too_close_for_the_rating_gap_say_what_to_do(category_copy, tmp_path):
+    """data.min_rating_gap 2 with every clip rated 4 or 5: no pair forms; the check and the trainer
+    say so in one sentence, and a labelled explicit pair is still enough."""
+    meta = read_meta(category_copy)
+    meta["scores"] = {name: 4 + i % 2 for i, name in enumerate(sorted(meta["scores"]))}
+    write_meta(category_copy, meta)
+    cfg = load_config("tiny", ["data.min_rating_gap=2"])
+    errors = [p.message for p in check_category(category_copy, cfg.data) if p.level == "error"]
+    assert errors == [f"No two clips of {category_copy.name} are rated 2 or more apart, so no preference pair forms at data.min_rating_gap 2; "
+                      "rate the best and the worst clips further apart, or set data.min_rating_gap to 1."]  # fmt: skip
+    assert not [p for p in check_category(category_copy, tiny_config().data) if p.level == "error"]  # at 1 the 5-4 pairs form
+    with pytest.raises(HuviError, match=r"No preference pairs to train on in clip mode; give at least two clips ratings 2 or more apart \(data.min_rating_gap\)"):
+        train(cfg, category_copy, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()
+    a, b = sorted(meta["scores"])[:2]
+    with_pairs(category_copy, [{"a": a, "b": b, "winner": "a"}])
+    assert not [p for p in check_category(category_copy, cfg.data) if p.level == "error"]

@@ -12,7 +12,7 @@ from huvi.config import HuviConfig, StageConfig, load_config, parse_overrides, p
 from huvi.errors import HuviError
 from huvi.optim import lr_factor
 from huvi.families.sd15.targets import MOTION_TARGETS
-from huvi.pairs import Pair, form_pairs, split_pairs
+from huvi.pairs import ExplicitPair, Pair, form_pairs, split_pairs
 
 SCORES = {"a.mp4": 5, "b.mp4": 3, "c.mp4": 3, "d.mp4": 1, "e.mp4": 4, "f.mp4": 2}
 
@@ -33,6 +33,18 @@ def test_equal_scores_never_pair():
     assert not any({p.winner, p.loser} == {"b.mp4", "c.mp4"} for p in pairs)
     assert form_pairs({"x.mp4": 3, "y.mp4": 3, "z.mp4": 3}, seed=0) == []
     assert form_pairs({"x.mp4": 2, "y.mp4": 2, "z.mp4": 4}, seed=0) != []
+
+
+def test_a_rating_gap_leaves_out_the_close_ratings_and_keeps_explicit_pairs():
+    """data.min_rating_gap 2 (the demo preset's): 4-vs-5 and 1-vs-2 pairs say more about rating noise."""
+    pairs = form_pairs(SCORES, seed=0, min_gap=2)
+    assert {(p.winner, p.loser) for p in pairs} == {w_l for w_l in distinct_score_pairs(SCORES) if SCORES[w_l[0]] - SCORES[w_l[1]] >= 2}
+    assert len(pairs) == 14 - 6  # 5-4, 4-3 twice, 3-2 twice and 2-1 are 1 apart
+    explicit = [ExplicitPair("a.mp4", "e.mp4", winner="b")]  # a person's own pair is kept at any gap
+    assert Pair("e.mp4", "a.mp4") in form_pairs(SCORES, seed=0, explicit=explicit, min_gap=4)
+    with pytest.raises(HuviError, match="data.min_rating_gap must be from 1 to 4"):
+        load_config("tiny", ["data.min_rating_gap=0"])
+    assert load_config("demo").data.min_rating_gap == 2 and load_config("tiny").data.min_rating_gap == 1
 
 
 def test_order_is_fixed_by_the_seed_alone():

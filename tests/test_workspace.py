@@ -211,9 +211,19 @@ def test_preference_pairs_are_the_trainers_and_say_who_is_left_out(ws, clip_file
     assert [(p.winner, p.loser) for p in view.pairs] == [(p.winner, p.loser) for p in form_pairs({n: s for n, s in zip(names, (4, 4, 2))}, 5)]
     assert {(p.winner_score, p.loser_score) for p in view.pairs} == {(4, 2)}
     assert (view.unrated, view.ties, view.tied_combinations, view.unpaired) == ([names[3]], {4: names[:2]}, 1, [])
+    set_score(root, names[2], 3)  # 4, 4, 3 at data.min_rating_gap 2: too close to pair, and said so
+    view = preference_pairs(root, seed=5, min_gap=2)
+    assert (view.pairs, view.unpaired, view.tied_combinations, view.close, view.min_gap) == ([], names[:3], 1, 2, 2)
+    set_score(root, names[3], 5)
+    assert summarize(root).ready and summarize(root, min_gap=2).pairs == 1  # 5 against 3; 5-4 and 4-3 are 1 apart
+    set_score(root, names[3], 4)
+    problems = [p.message for p in summarize(root, min_gap=2).problems]
+    assert any(m.startswith(f"No two clips of {root.name} are rated 2 or more apart, so no preference pair forms at data.min_rating_gap 2") for m in problems)
+    assert not summarize(root, min_gap=2).ready
+    assert summarize(root).ready  # at HuViDPO's 1 the 4-3 pairs form
     set_score(root, names[2], 4)  # all equal: nobody pairs
     view = preference_pairs(root, seed=5)
-    assert view.pairs == [] and view.unpaired == names[:3] and view.tied_combinations == 3
+    assert view.pairs == [] and view.unpaired == names and view.tied_combinations == 6
 
 
 def test_ratings_are_checked_and_can_be_cleared(ws, clip_files):

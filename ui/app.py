@@ -117,12 +117,12 @@ def build_app(ctx: Context) -> gr.Blocks:
         cat["refresh"].click(clips.category_view, inputs=category, outputs=views, api_visibility="private")
         rate_tab_.select(rating.summary, inputs=category, outputs=rate["summary"], api_visibility="private")  # labels change its warnings
 
-        # Pairs: shown for the picked category, the Train tab's seed and held-out share. The Pairs
-        # seed and the Train seed are one setting shown twice: a user edit of either sets the other.
-        seed, holdout = train["settings"][SETTING["seed"]], train["settings"][SETTING["data.holdout"]]
-        pairs_inputs = [category, pairs["seed"], holdout]
+        # Pairs: shown for the picked category, the Train tab's seed, held-out share and rating gap. The
+        # Pairs seed and the Train seed are one setting shown twice: a user edit of either sets the other.
+        seed, holdout, gap = (train["settings"][SETTING[key]] for key in ("seed", "data.holdout", "data.min_rating_gap"))
+        pairs_inputs = [category, pairs["seed"], holdout, gap]
         pairs_outputs = [pairs["count"], pairs["table"], pairs["left_out"]]
-        for trigger in (pairs_tab_.select, category.change, pairs["seed"].change, holdout.change):
+        for trigger in (pairs_tab_.select, category.change, pairs["seed"].change, holdout.change, gap.change):
             trigger(pairs_h.pairs_view, inputs=pairs_inputs, outputs=pairs_outputs, api_visibility="private", show_progress="hidden")
         pairs["reshuffle"].click(lambda: (pairs_h.new_seed(),) * 2, outputs=[pairs["seed"], seed], api_visibility="private")
         pairs["seed"].input(lambda value: value, inputs=pairs["seed"], outputs=seed, api_visibility="private")

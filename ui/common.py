@@ -107,6 +107,10 @@ class Context:
     def presets() -> list[str]:
         return preset_names()
 
+    def min_rating_gap(self) -> int:
+        """data.min_rating_gap of this machine's preset: how far apart two ratings must be to pair."""
+        return load_config(self.preset.name).data.min_rating_gap
+
     # categories --------------------------------------------------------------------------------
     def categories(self) -> list[str]:
         return self.ws.list_categories()

@@ -31,8 +31,15 @@ def left_out_markdown(view: PairsView) -> str:
             f"**Equal ratings never pair** — a tie says nothing about which clip is better, so these "
             f"{view.tied_combinations} combination{'s are' if view.tied_combinations != 1 else ' is'} left out:\n{groups}"
         )
+    if view.close:
+        parts.append(
+            f"**Ratings less than {view.min_gap}★ apart never pair** (the Train tab's rating gap, data.min_rating_gap; a 1★ difference says more "
+            f"about rating noise than about what you prefer), so {plural(view.close, 'combination')} of different ratings "
+            f"{'are' if view.close != 1 else 'is'} left out."
+        )
     if view.unpaired:
-        parts.append(f"**In no pair at all** (every other rated clip has the same rating): {names(view.unpaired)}.")
+        why = "the same rating" if view.min_gap == 1 else f"the same rating or one less than {view.min_gap}★ away"
+        parts.append(f"**In no pair at all** (every other rated clip has {why}): {names(view.unpaired)}.")
     if not parts:
         return "Every clip is in at least one pair, and no two clips share a rating."
     return "\n\n".join(parts)
@@ -62,13 +69,14 @@ class PairsHandlers(Context):
     def new_seed() -> int:
         return random.randrange(10_000)
 
-    def pairs_view(self, name: str | None, seed, holdout) -> tuple[str, str, str]:
-        """(headline, table, who is left out) of the pairs a run with `seed` trains on."""
+    def pairs_view(self, name: str | None, seed, holdout, min_gap=1) -> tuple[str, str, str]:
+        """(headline, table, who is left out) of the pairs a run with `seed` and data.min_rating_gap
+        `min_gap` trains on."""
         if not name:
             return "No category yet: create one in the **Category** tab.", "", ""
         try:
             root = self.category_root(name)
-            view = preference_pairs(root, int(seed or 0))
+            view = preference_pairs(root, int(seed or 0), max(1, int(min_gap or 1)))
         except HuviError as err:
             return f"✖ {err}", "", ""
         try:
@@ -81,14 +89,16 @@ class PairsHandlers(Context):
             split = f"the first {held} held out to score accuracy, {n - held} for training" if held else "all used for training"
             head += f", in the order a run with seed **{view.seed}** trains on them ({split})."
         else:
-            head += ": rate at least two clips differently in the **Rate** tab to form one."
+            apart = "differently" if view.min_gap == 1 else f"{view.min_gap}★ or more apart"
+            head += f": rate at least two clips {apart} in the **Rate** tab to form one."
         return head, pairs_table(root, view, held) if n else "", left_out_markdown(view)
 
     @user_errors
-    def api_pairs(self, category: str, seed: int) -> dict:
-        """The preference pairs of `category` in the order a run with `seed` trains on them, and the
-        clips left out: unrated, tied (rating -> clips), unpaired."""
-        view = preference_pairs(self.category_root(category), int(seed))
+    def api_pairs(self, category: str, seed: int, min_gap: int | None = None) -> dict:
+        """The preference pairs of `category` in the order a run with `seed` and data.min_rating_gap
+        `min_gap` (default: this machine's preset's) trains on them, and the clips left out: unrated,
+        tied (rating -> clips), too close (a count), unpaired."""
+        view = preference_pairs(self.category_root(category), int(seed), int(min_gap or self.min_rating_gap()))
         return {
             "seed": view.seed,
             "count": len(view.pairs),
@@ -96,5 +106,7 @@ class PairsHandlers(Context):
             "unrated": view.unrated,
             "ties": {str(score): clips for score, clips in view.ties.items()},
             "tied_combinations": view.tied_combinations,
+            "min_gap": view.min_gap,
+            "close_combinations": view.close,
             "unpaired": view.unpaired,
         }

@@ -17,7 +17,7 @@ def rating_summary(ctx: Context, name: str | None) -> str:
     if not name:
         return "No category yet: create one in the **Category** tab."
     try:
-        s = summarize(ctx.category_root(name))
+        s = summarize(ctx.category_root(name), ctx.min_rating_gap())
     except HuviError as err:
         return f"✖ {err}"
     ratings = " · ".join(f"{score}★ ×{n}" for score, n in s.histogram.items() if n) or "none yet"

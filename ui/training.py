@@ -44,6 +44,7 @@ TRAIN_SETTINGS = (
     ("data.holdout", "Held-out share of pairs"),
     ("motion.adapter.rank", "Motion LoRA rank"),
     ("dpo.adapter.rank", "DPO LoRA rank"),
+    ("data.min_rating_gap", "Pair ratings at least this far apart (1: any two different)"),
 )
 SETTING = {key: i for i, (key, _) in enumerate(TRAIN_SETTINGS)}  # config key -> its place in TRAIN_SETTINGS
 PROMPTS_KEY = "generate.preview_prompts"

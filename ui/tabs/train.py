@@ -29,7 +29,7 @@ def train_tab(h: TrainHandlers) -> dict:
         whole = isinstance(values[i], int)
         return gr.Number(values[i], label=TRAIN_SETTINGS[i][1], precision=0 if whole else None, minimum=0)
 
-    main, advanced = [SETTING[k] for k in ("motion.steps", "dpo.steps", "seed", "generate.preview_every")], [SETTING["data.holdout"]]
+    main, advanced = [SETTING[k] for k in ("motion.steps", "dpo.steps", "seed", "generate.preview_every")], [SETTING["data.holdout"], SETTING["data.min_rating_gap"]]
     tuned = [i for i in range(len(TRAIN_SETTINGS)) if i not in main + advanced]
     fields: dict[int, gr.Number] = {}
     with gr.Row():
