@@ -153,8 +153,10 @@ def test_ratings_too_close_for_the_rating_gap_say_what_to_do(category_copy, tmp_
     write_meta(category_copy, meta)
     cfg = load_config("tiny", ["data.min_rating_gap=2"])
     errors = [p.message for p in check_category(category_copy, cfg.data) if p.level == "error"]
-    assert errors == [f"No two clips of {category_copy.name} are rated 2 or more apart, so no preference pair forms at data.min_rating_gap 2; "
-                      "rate the best and the worst clips further apart, or set data.min_rating_gap to 1."]  # fmt: skip
+    assert errors == [(
+        f"No two clips of {category_copy.name} are rated 2 or more apart, so no preference pair forms at data.min_rating_gap 2; "
+        "rate the best and the worst clips further apart, or set data.min_rating_gap to 1."
+    )]  # fmt: skip
     assert not [p for p in check_category(category_copy, tiny_config().data) if p.level == "error"]  # at 1 the 5-4 pairs form
     with pytest.raises(HuviError, match=r"No preference pairs to train on in clip mode; give at least two clips ratings 2 or more apart \(data.min_rating_gap\)"):
         train(cfg, category_copy, tmp_path / "run", show_progress=False)
