@@ -252,10 +252,11 @@ def check_pair_lengths(category: Category, lengths: dict[str, int], data: DataCo
         raise first_problem(problems, category.root)
 
 
-def check_category(root: Path, data: DataConfig | None = None, per_latent: int = 1) -> list[Problem]:
-    """Every problem of the category at `root`; with `data`, every clip it uses is also decoded,
-    clips that are the same file are named, and each segment-labelled pair's frame counts and
-    segment count are checked (`per_latent`: the model family's frames per latent frame)."""
+def check_category(root: Path, data: DataConfig | None = None, per_latent: int = 1, min_gap: int = 1) -> list[Problem]:
+    """Every problem of the category at `root`, its ratings paired at data.min_rating_gap (`min_gap`
+    without `data`); with `data`, every clip it uses is also decoded, clips that are the same file
+    are named, and each segment-labelled pair's frame counts and segment count are checked
+    (`per_latent`: the model family's frames per latent frame)."""
     parsed = _structure(root)
     problems = parsed.problems
     if data is not None:
@@ -272,8 +273,8 @@ def check_category(root: Path, data: DataConfig | None = None, per_latent: int =
                 problems.append(Problem("warning", f"{name} is the same file as {first_of[digest]}; remove one of them (a clip compared with itself teaches nothing)."))
             first_of.setdefault(digest, name)
         problems += [Problem("error", message) for message in pair_length_problems(parsed.pairs, lengths, data, per_latent)]
-        if gap := rating_gap_problem(Path(root).name, parsed.scores, parsed.pairs, data.min_rating_gap):
-            problems.append(gap)
+    if gap := rating_gap_problem(Path(root).name, parsed.scores, parsed.pairs, data.min_rating_gap if data is not None else min_gap):
+        problems.append(gap)
     return problems
 
 

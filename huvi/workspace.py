@@ -29,7 +29,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
-from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, rating_gap_problem, read_meta, read_pairs, valid_score
+from huvi.category import Problem, check_category, clip_frames, drop_clip, edit_meta, read_meta, read_pairs, valid_score
 from huvi.config import DataConfig
 from huvi.errors import HuviError
 from huvi.io import atomic_write, file_digest, publish_dir, write_json
@@ -389,7 +389,5 @@ def summarize(root: Path, min_gap: int = 1) -> Summary:
     entries = list_clips(root)
     scores = {e.name: e.score for e in entries if e.score is not None}
     histogram = {s: sum(v == s for v in scores.values()) for s in range(1, 6)}
-    problems = check_category(root)
-    if gap := rating_gap_problem(Path(root).name, scores, read_pairs(root), min_gap):
-        problems.append(gap)
-    return Summary(sum(not e.generated for e in entries), len(scores), histogram, len(form_pairs(scores, 0, min_gap=min_gap)), problems)
+    pairs = len(form_pairs(scores, 0, min_gap=min_gap))
+    return Summary(sum(not e.generated for e in entries), len(scores), histogram, pairs, check_category(root, min_gap=min_gap))
