@@ -1,5 +1,5 @@
 """A rated toy category written freely, as a person's own clips come, and its control: the category
-of the README's "A category written freely" (preference_in_samples.py --runs samples them).
+of docs/LEARNING.md's "A category written freely" (preference_in_samples.py --runs samples them).
 
 16 clips of the demo model's kind (huvi.demo_data.shape_clip of 9100 + k, or --clips-from + k), drawn one by one: each
 its own shape, colour, size, speed, background and start (no couples), 8 moving right and 8 left in

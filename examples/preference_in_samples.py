@@ -29,7 +29,7 @@ many away from it; `flips_p`: a two-sided sign test on them, `sign_test`), then 
 the share of clips showing the preference without and with DPO and the change in points (mean ±
 standard deviation over the seeds), the share of clips in which the object was kept in every frame,
 and of those the share showing the preference (the preference apart from how often the object
-survives, which DPO on the demo model changes for a control as much as for a rated run: README),
+survives, which DPO on the demo model changes for a control as much as for a rated run: docs/LEARNING.md),
 the seeds whose flips are beyond chance, and all seeds' flips together. A rated run should move the
 share up (issue 15's goal: +30 points or more), the control should leave it within ±10.
 The models must generate clips with a trackable object for the figures to mean anything: the tiny

@@ -62,7 +62,7 @@ class DataConfig:
     holdout: float = 0.0  # fraction of preference pairs held out of DPO training and scored every dpo.eval_every steps
     # Pair two rated clips only when their ratings differ by at least this. 1 is HuViDPO's (any two
     # different ratings); 2 leaves out the 4-vs-5 and 1-vs-2 pairs, which say more about a person's
-    # rating noise than about what they prefer (the demo preset's: README "A category written freely").
+    # rating noise than about what they prefer (the demo preset's: docs/LEARNING.md, "A category written freely").
     min_rating_gap: int = 1
 
     def __post_init__(self) -> None:
@@ -141,7 +141,7 @@ class DpoStageConfig(StageConfig):
     # DPO draws its timesteps, and held-out scoring spreads its draws, over the noisiest 1 - min_noise
     # of the family's timestep distribution (its quantiles above min_noise). 0 is the paper's uniform
     # draw; 0.5 keeps the noisier half, where a clip's layout and motion are decided, and leaves out
-    # the low-noise steps whose errors are about each clip's fine detail (README, "Does it learn?").
+    # the low-noise steps whose errors are about each clip's fine detail (docs/LEARNING.md).
     min_noise: float = 0.0
     # The health check's "degrading" sign (huvi.health): the winners' and the losers' own losses both this
     # much above the reference's (relative, 20-step means). Set from tiny, whose healthy stages keep within

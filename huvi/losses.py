@@ -60,7 +60,7 @@ def drift_penalty(model_w, model_l, ref_w, ref_l, beta: float, weight: float) ->
     drift is minus the mean of the two clips' implicit rewards, r = -(beta / 2) * (e - ref). The DPO
     loss sees only r_w - r_l, so nothing stops a small adapter from raising every clip's error, by
     an amount that differs from clip to clip; on held-out clips that clip-specific shift is as large
-    as the preference's own margin and decides many pairs (README, "Does it learn?"). This term is
+    as the preference's own margin and decides many pairs (docs/LEARNING.md). This term is
     zero at the reference (the first step's loss stays ln 2) and leaves r_w - r_l, the DPO loss's
     argument, untouched: it only charges the shared shift.
     """

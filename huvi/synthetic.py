@@ -180,7 +180,7 @@ def blind_ratings(root: Path, seed: int) -> None:
     is rated above the other, so a square comes with a preferred side after all, and which side
     that is differs from square to square; DPO learns those. On the demo model, six seeds, the
     share of generated shapes moving right moved -22 to +31 points with those controls and -16 to
-    +19 with these, from 32 first frames; from 96, -8 to +6: README, "In what it generates".)"""
+    +19 with these, from 32 first frames; from 96, -8 to +6: docs/LEARNING.md, "In what it generates".)"""
     meta, preferred, others = _couples(root, "blind_ratings")
     rng = np.random.default_rng(seed)
     high = [meta["scores"][n] for n in preferred]  # the preferred side's ratings, 4-5
