@@ -217,7 +217,7 @@ def _empty(root: Path) -> None:
 
 
 def _too_short(root: Path) -> None:
-    # 10 source frames at the tiny preset's stride 3 give 4 frames; 8 are needed.
+    # 10 source frames at the tiny preset's stride 1 give 10 frames; 24 are needed.
     write_clip(root / "clips" / _first_clip(root), moving_square(1, seed=7, frames=10, size=32))
 
 
@@ -255,8 +255,8 @@ BAD_CASES: dict[str, BadCase] = {
     "rated_file_missing": BadCase(_rated_file_missing, "rated in category.json but not found"),
     "unreadable_clip": BadCase(_unreadable, "could not be decoded as a video", decoding=True),
     "empty_clip": BadCase(_empty, "the file is empty", decoding=True),
-    "too_short_clip": BadCase(_too_short, "only 4 frames at stride 3, but 8 are needed", decoding=True),
-    "one_frame_clip": BadCase(_one_frame, "only 1 frame at stride 3, but 8 are needed", decoding=True),
+    "too_short_clip": BadCase(_too_short, "only 10 frames at stride 1, but 24 are needed", decoding=True),
+    "one_frame_clip": BadCase(_one_frame, "only 1 frame at stride 1, but 24 are needed", decoding=True),
     "truncated_clip": BadCase(_truncated, "could not be decoded as a video", decoding=True),
 }
 

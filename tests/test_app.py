@@ -334,10 +334,10 @@ def test_the_dense_tab_makes_labels_and_shows_aligned_pairs(served):
     run = "demo-api"
     assert run in tabs.ctx.trained_runs(), "runs after test_train_in_the_background_then_export_and_generate"
     labels = tabs.labels
-    assert labels.runs() == [run] and labels.segment_count(run).value == 2  # the run's 8 frames / 4 per segment
+    assert labels.runs() == [run] and labels.segment_count(run).value == 6  # the run's 24 frames / 4 per segment
     rate_summary = tabs.rate.summary("demo")
     source = min(json.loads((ws.categories / "demo" / "category.json").read_text())["scores"])
-    [made] = client.predict("demo", run, [source], 0.75, 3, 0, api_name="/make_aligned_pairs")
+    [made] = client.predict("demo", run, [source], 0.75, 3, 2, api_name="/make_aligned_pairs")  # 2 segments, not the run's 6
     a, b = made["a"], made["b"]
     assert (a, b) == (source.replace(".mp4", ".aligned-s3-a.mp4"), source.replace(".mp4", ".aligned-s3-b.mp4"))
     assert made["segments"] == [None, None] and made["aligned"]["run"] == str(ws.runs / run)

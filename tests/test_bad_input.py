@@ -45,7 +45,7 @@ from ui.category import CategoryHandlers
 from ui.common import Context
 from ui.rating import RateHandlers
 
-PRESET = "tiny"  # 8 frames at stride 3 of 32x32: a clip needs 24 frames
+PRESET = "tiny"  # 24 frames at stride 1 of 32x32: a clip needs 24 frames
 LIMIT = 2**20  # the upload size limit while these tests run (the real one is 500 MB)
 
 
@@ -91,7 +91,7 @@ def _oversized(path: Path) -> None:
 class Upload:
     make: Callable[[Path], None]
     says: str  # a fragment of the sentence it gets; "" when the file is accepted
-    kept: int = 0  # frames the tiny preset keeps of an accepted file (10 at most)
+    kept: int = 0  # frames the tiny preset keeps of an accepted file (26 at most)
 
 
 # One file per case; the names are what the sentences name. good_again.mp4 has good.mp4's bytes.
@@ -99,14 +99,14 @@ CORPUS: dict[str, Upload] = {
     "notes.mp4": Upload(_text, "notes.mp4: could not be decoded as a video (OSError); re-encode it as an H.264 MP4."),
     "truncated.mp4": Upload(_truncated, "truncated.mp4: could not be decoded as a video"),
     "empty.mp4": Upload(lambda path: path.write_bytes(b""), "empty.mp4: the file is empty; upload the clip again."),
-    "one_frame.mp4": Upload(_clip(1, seed=304), "one_frame.mp4: only 1 frame at stride 3, but 8 are needed; use a clip of at least 24 frames"),
-    "short.mp4": Upload(_clip(10, seed=305), "short.mp4: only 4 frames at stride 3, but 8 are needed"),
+    "one_frame.mp4": Upload(_clip(1, seed=304), "one_frame.mp4: only 1 frame at stride 1, but 24 are needed; use a clip of at least 24 frames"),
+    "short.mp4": Upload(_clip(10, seed=305), "short.mp4: only 10 frames at stride 1, but 24 are needed"),
     "photo.png": Upload(_image, "photo.png: not a supported clip type; use .mp4, .webm, .mov, .gif."),
-    "photo_named.mp4": Upload(_image_named_mp4, "photo_named.mp4: only 1 frame at stride 3"),
+    "photo_named.mp4": Upload(_image_named_mp4, "photo_named.mp4: only 1 frame at stride 1"),
     "huge.mp4": Upload(_oversized, "huge.mp4: 1.0 MB is over the 1 MB limit per clip; trim it or re-encode it smaller"),
-    "eight_k.mp4": Upload(_eight_k, "", kept=8),  # 24 frames at stride 3
-    "portrait.mp4": Upload(_portrait, "", kept=10),
-    "good.mp4": Upload(_clip(32, seed=306), "", kept=10),
+    "eight_k.mp4": Upload(_eight_k, "", kept=24),  # 24 frames at stride 1
+    "portrait.mp4": Upload(_portrait, "", kept=26),
+    "good.mp4": Upload(_clip(32, seed=306), "", kept=26),
 }
 DUPLICATE = "good_again.mp4"
 
@@ -192,7 +192,7 @@ def test_check_clips_gives_every_file_one_line_and_no_traceback(corpus, capsys):
         if case.says:
             assert line.startswith(f"error: {case.says}") and one_sentence(line), line
         else:
-            assert line == f"ok: {name}: {case.kept} frames at stride 3 fit preset {PRESET}.", line
+            assert line == f"ok: {name}: {case.kept} frames at stride 1 fit preset {PRESET}.", line
     assert err.splitlines() == [f"8 of {len(files)} files cannot be added as clips."]
     assert "Traceback" not in out + err
 
@@ -259,13 +259,13 @@ def test_an_8k_clip_is_shrunk_by_ffmpeg_while_it_is_decoded(corpus):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert frames.shape == (8, 32, 32, 3)  # (f, h, w, 3): 24 frames at stride 3, at the preset's size
+    assert frames.shape == (24, 32, 32, 3)  # (f, h, w, 3): 24 frames at stride 1, at the preset's size
     assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MB in Python while decoding: full 8K frames (100 MB each) came through"
 
 
 def test_a_portrait_clip_is_centre_cropped_to_the_presets_size(corpus):
     frames = clip_frames(corpus / "portrait.mp4", tiny_config().data)
-    assert frames.shape == (10, 32, 32, 3)  # (f, h, w, 3): 24x40 covered to 32x53, then cropped
+    assert frames.shape == (26, 32, 32, 3)  # (f, h, w, 3): 24x40 covered to 32x53, then cropped
 
 
 # category-level cases through the app (the library and the CLI: tests/helpers.py BAD_CASES) --------

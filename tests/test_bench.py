@@ -71,7 +71,7 @@ def test_tiny_bench_runs_both_stages_and_the_naive_baseline(tmp_path, capsys):
         assert MEASURED_KEYS <= row.keys(), MEASURED_KEYS - row.keys()
         assert (RATIO_KEYS <= row.keys()) == row["naive"]
         assert row["kind"] == "measured" and row["error"] is None
-        assert (row["preset"], row["frames"], row["resolution"], row["precision"]) == ("tiny", 8, "32x32", "no")
+        assert (row["preset"], row["frames"], row["resolution"], row["precision"]) == ("tiny", 24, "32x32", "no")
         assert len(row["step_s"]) == 1 and row["step_s_median"] > 0
         assert row["flops_per_step"] == row["hardware_flops_per_step"] > 0  # the tiny preset does not checkpoint
         assert row["gpu_peak_allocated_gib"] is None and row["mfu"] is None  # GPU figures are null on a CPU

@@ -258,7 +258,7 @@ def test_cache_key_follows_content_and_settings(category_copy, tmp_path, monkeyp
     assert loader.calls == 1
     assert len(list((tmp_path / "cache" / "latents").glob("*.safetensors"))) == 7
 
-    other = load_config("tiny", {"data": {"stride": 2}})  # other frames -> other entries
+    other = load_config("tiny", {"data": {"frames": 8, "stride": 3, "max_cached_frames": 10}})  # other frames -> other entries
     loader = CountingLoader(other)
     cache_category(load_category(category_copy), other, loader, cpu, show_progress=False)
     assert loader.calls == 1

@@ -290,7 +290,7 @@ def test_cli_dense_pairs_writes_an_aligned_pair(dense_run, category_copy, capsys
     assert code == 0, err
     pair = json.loads(out.strip().splitlines()[-1])
     assert pair["a"].endswith("aligned-s4-a.mp4") and pair["b"].endswith("aligned-s4-b.mp4")
-    assert pair["segments"] == [None, None]  # 8 frames / dense.segment_frames 4, unlabelled
+    assert pair["segments"] == [None] * 6  # 24 frames / dense.segment_frames 4, unlabelled
     assert pair["aligned"]["source"] == source and pair["aligned"]["eta"] == 0.75
     assert read_meta(category_copy)["pairs"] == [pair]
 

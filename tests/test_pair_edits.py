@@ -31,7 +31,7 @@ def _bad_pair_cases(names):
         ({"a": a, "b": b, "segment": ["a"]}, "unknown key 'segment'"),
         ({"a": a, "winner": "a"}, "pair 1 needs the file names of its two clips"),
         ({"a": a, "b": b, "segments": []}, "must be a list with one label per segment"),
-        ({"a": a, "b": b, "segments": ["a", "b", "tie"]}, f"pair {a} vs {b}: 3 segment labels do not divide the 8 training frames"),
+        ({"a": a, "b": b, "segments": ["a", "b", "tie", "a", "b"]}, f"pair {a} vs {b}: 5 segment labels do not divide the 24 training frames"),
     ]
 
 
@@ -49,10 +49,10 @@ def test_frame_counts_of_a_segment_pair_must_match(category_copy, tmp_path):
     frames = read_clip(category_copy / "clips" / b, None, None)
     from huvi.video import write_clip
 
-    write_clip(category_copy / "clips" / b, frames[:27])  # 27 frames at stride 3: 9 kept, not 10
+    write_clip(category_copy / "clips" / b, frames[:25])  # 25 frames at stride 1: 25 kept, not 26
     with_pairs(category_copy, [{"a": a, "b": b, "segments": ["a", "b"]}])
     errors = [p.message for p in check_category(category_copy, tiny_config().data) if p.level == "error"]
-    assert errors == [f"pair {a} vs {b}: frame counts differ (10 and 9 at stride 3); the clips of a segment-labelled pair must be equally long, as dense-pairs makes them."]
+    assert errors == [f"pair {a} vs {b}: frame counts differ (26 and 25 at stride 1); the clips of a segment-labelled pair must be equally long, as dense-pairs makes them."]
     with pytest.raises(HuviError, match="frame counts differ"):
         train(load_config("tiny", ["dpo.mode=dense"]), category_copy, tmp_path / "run", show_progress=False)
     assert not (tmp_path / "run").exists()
@@ -108,7 +108,7 @@ def test_labelling_one_segment_and_removing_a_clip(category_copy):
 
 def test_pair_preview_plays_both_clips_over_the_segment_timeline(category_copy):
     a, b = clip_names(category_copy)[:2]
-    data = tiny_config().data  # 8 frames at stride 3: the window is the first 24 of 32 frames
+    data = tiny_config().data  # 24 frames at stride 1: the window is the first 24 of 32 frames
     pair = ExplicitPair(a, b, segments=("a", None, "tie", "b"))
     segments = pair_segments(pair, data)
     assert [(s.start, s.end, s.label) for s in segments] == [(0, 6, "a"), (6, 12, None), (12, 18, "tie"), (18, 24, "b")]

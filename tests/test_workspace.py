@@ -166,7 +166,7 @@ def test_a_bad_upload_is_refused_and_nothing_is_copied(ws, tmp_path, make, messa
     make(path)
     source = path.with_suffix(".avi") if path.with_suffix(".avi").exists() else path
     with pytest.raises(HuviError, match=message):
-        add_clip(root, source, 3, tiny_config().data)
+        add_clip(root, source, 3, load_config("demo").data)  # 8 frames at stride 3: a smaller stride to name
     assert list((root / "clips").iterdir()) == []
     assert read_meta(root)["scores"] == {}
 
@@ -309,7 +309,7 @@ def test_the_crop_box_is_the_centre_at_the_training_aspect_ratio():
 
 
 def test_training_view_shows_the_frames_training_reads(tmp_path):
-    data = tiny_config().data  # 8 frames at stride 3, up to 10 cached, 32x32
+    data = load_config("demo").data  # 8 frames at stride 3, up to 10 cached, 32x32
     clip = tmp_path / "wide.mp4"
     write_clip(clip, moving_square(1, seed=3, frames=40, size=32).repeat(2, axis=2))  # 64x32: twice as wide
     view = training_view(clip, data)
