@@ -34,7 +34,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "examples"))
 
-from sweep import add_control_options, add_sweep_options, dpo_from_motion, motion_stage, rate_control, reused_result, summary, sweep_folder, worker_init
+from sweep import (
+    add_control_options,
+    add_sweep_options,
+    dpo_from_motion,
+    motion_overrides,
+    motion_stage,
+    rate_control,
+    reused_result,
+    summary,
+    sweep_folder,
+    worker_init,
+)
 
 from huvi.synthetic import PREFERENCES, preference_category
 
@@ -111,8 +122,7 @@ def main() -> None:
                 category = preference_category(work / f"{key}-{kind}", preference, clips=args.clips, seed=seed, size=32)
                 if kind != "rated":
                     rate_control(category, kind, seed)
-    # DPO settings (dpo.*, data.holdout) leave the motion stage as it is: a sweep over them reuses it.
-    motion_sets = [s for s in args.set if not s.startswith(("dpo.", "data.holdout"))]
+    motion_sets = motion_overrides(args.set)  # a sweep over DPO settings reuses the motion stage
     motion_tag, tag = _tag([args.preset, *motion_sets]), _tag([args.preset, *args.set])
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
         for key in keys.values():

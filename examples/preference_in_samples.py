@@ -53,7 +53,18 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 sys.path.insert(0, str(REPO / "examples"))
 
 import numpy as np
-from sweep import add_control_options, add_sweep_options, dpo_from_motion, motion_stage, rate_control, reused_result, summary, sweep_folder, worker_init
+from sweep import (
+    add_control_options,
+    add_sweep_options,
+    dpo_from_motion,
+    motion_overrides,
+    motion_stage,
+    rate_control,
+    reused_result,
+    summary,
+    sweep_folder,
+    worker_init,
+)
 
 from huvi.demo_data import direction_couples, shape_clip
 from huvi.io import write_json
@@ -243,7 +254,7 @@ def main() -> None:
                 category = write_category(Path(at(seed, kind)), CLIPS, seed)
                 if kind != "rated":
                     rate_control(category, kind, seed)
-    motion_sets = [s for s in args.set if not s.startswith("dpo.")]  # DPO settings leave the motion stage as it is
+    motion_sets = motion_overrides(args.set)  # a sweep over DPO settings reuses the motion stage
     results: dict[tuple[int, str], dict] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=worker_init) as pool:
         motions = [pool.submit(motion_stage, args.preset, motion_sets, at(seed, "rated"), at(seed, "motion")) for seed in args.seeds]

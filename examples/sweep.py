@@ -11,6 +11,7 @@ default that moved, a new --set).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,14 @@ import time
 from pathlib import Path
 
 MOTION_SETTINGS = ("seed", "precision", "model", "data", "motion", "optim")  # what a motion stage's result depends on
+# ... but for these data settings, which only form the DPO stage's pairs: a sweep over them (or over
+# any dpo.* setting) reuses the motion stage
+PAIR_SETTINGS = ("holdout", "min_rating_gap")
+
+
+def motion_overrides(overrides: list[str]) -> list[str]:
+    """The --set overrides a motion stage depends on: all but dpo.* and data's PAIR_SETTINGS."""
+    return [s for s in overrides if not s.startswith(("dpo.", *(f"data.{name}=" for name in PAIR_SETTINGS)))]
 
 
 def add_sweep_options(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +81,11 @@ def trained_with(run: str | Path, cfg, settings: tuple[str, ...] | None = None) 
     if not previous.exists():
         return False
     done = previous.read_config()
-    return all(getattr(done, name) == getattr(cfg, name) for name in settings) if settings else done == cfg
+    if not settings:
+        return done == cfg
+    if "data" in settings:  # the pair settings aside
+        done = dataclasses.replace(done, data=dataclasses.replace(done.data, **{name: getattr(cfg.data, name) for name in PAIR_SETTINGS}))
+    return all(getattr(done, name) == getattr(cfg, name) for name in settings)
 
 
 def motion_stage(preset: str, overrides: list[str], category: str, run: str) -> float:

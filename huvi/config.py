@@ -62,7 +62,8 @@ class DataConfig:
     holdout: float = 0.0  # fraction of preference pairs held out of DPO training and scored every dpo.eval_every steps
     # Pair two rated clips only when their ratings differ by at least this. 1 is HuViDPO's (any two
     # different ratings); 2 leaves out the 4-vs-5 and 1-vs-2 pairs, which say more about a person's
-    # rating noise than about what they prefer (the demo preset's: docs/LEARNING.md, "A category written freely").
+    # rating noise than about what they prefer (the CPU presets': docs/LEARNING.md, "A category written
+    # freely" and "Pairs only between ratings 2 or more apart").
     min_rating_gap: int = 1
 
     def __post_init__(self) -> None:

@@ -40,7 +40,7 @@ from huvi.video import write_clip
 from ui.plots import metric_plots
 from ui.training import TRAIN_SETTINGS, TrainHandlers
 
-SETTINGS_FOR_3_STEPS = [3, 3, 0, 0, 5000, 1e-3, 1e-3, 0.0, 32, 16, 1]  # steps, seed, previews, beta, lrs, holdout, ranks, rating gap (tiny)
+SETTINGS_FOR_3_STEPS = [3, 3, 0, 0, 5000, 1e-3, 1e-3, 0.0, 32, 16, 2]  # steps, seed, previews, beta, lrs, holdout, ranks, rating gap (tiny)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +195,7 @@ def test_the_train_form_is_filled_from_the_run_shown(served, tmp_path):
     category, preset, stage, mode, *rest = form
     *values, extra, prompts, run_name, note = rest
     assert (category.value, preset.value, stage, mode) == ("demo", "tiny", "both", "dense")
-    assert values == [7, 9, 4, 0, 2500.0, 1e-3, 1e-3, 0.0, 32, 16, 1]
+    assert values == [7, 9, 4, 0, 2500.0, 1e-3, 1e-3, 0.0, 32, 16, 2]
     assert (extra, prompts) == ("data.hflip=true", "a cat\na dog")
     assert run_name.startswith("demo-") and run_name != "from-a-shell" and "settings of **from-a-shell**" in note
     argv = shlex.split(first_command(run, None))
@@ -237,7 +237,7 @@ def test_make_upload_rate_check_and_remove(served, tmp_path):
     assert [(c["score"], c["frames"], c["width"], c["height"], c["generated"]) for c in clips] == [(None, 32, 32, 32, False)] * 4
     for clip, score in zip(clips, (5, 1, 4, 2)):
         summary = client.predict("squares", clip["name"], score, api_name="/set_score")
-    assert "4 rated" in summary and "6 preference pairs" in summary and "Ready to train" in summary
+    assert "4 rated" in summary and "4 preference pairs" in summary and "Ready to train" in summary  # at tiny's rating gap 2: no 5-4, 2-1
     with pytest.raises(AppError, match="whole number from 1 to 5"):
         client.predict("squares", "clip_0.mp4", 7, api_name="/set_score")
     report = client.predict("squares", "tiny", api_name="/check_category")
@@ -245,7 +245,7 @@ def test_make_upload_rate_check_and_remove(served, tmp_path):
 
     # the pairs in the order a run with that seed trains on them, and the clips left out
     scores = dict(zip([c["name"] for c in clips], (5, 1, 4, 2)))
-    pairs = client.predict("squares", 3, api_name="/pairs")
+    pairs = client.predict("squares", 3, 1, api_name="/pairs")  # at data.min_rating_gap 1: any two different ratings
     assert pairs["count"] == 6 and [(p["winner"], p["loser"]) for p in pairs["pairs"]] == [(p.winner, p.loser) for p in form_pairs(scores, 3)]
     assert all(p["winner_score"] > p["loser_score"] for p in pairs["pairs"])
     assert (pairs["unrated"], pairs["ties"], pairs["unpaired"]) == ([], {}, [])
@@ -255,7 +255,7 @@ def test_make_upload_rate_check_and_remove(served, tmp_path):
     assert (ws.categories / "squares" / ".huvi" / "thumbs" / "clip_0.mp4.png").is_file()
     head, _, left_out = tabs.pairs.pairs_view("squares", 3, 0, 2)  # the Train tab's rating gap at 2: 5-4 and 2-1 left out
     assert "**4 preference pairs**" in head and "**Ratings less than 2★ apart never pair**" in left_out and "2 combinations" in left_out
-    gapped = client.predict("squares", 3, 2, api_name="/pairs")
+    gapped = client.predict("squares", 3, api_name="/pairs")  # at this machine's preset's gap: tiny's 2
     assert (gapped["count"], gapped["min_gap"], gapped["close_combinations"]) == (4, 2, 2)
     client.predict("squares", "clip_1.mp4", 5, api_name="/set_score")  # a tie with clip_0
     client.predict("squares", "clip_2.mp4", 0, api_name="/set_score")  # 0 clears a rating

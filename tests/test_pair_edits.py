@@ -146,8 +146,8 @@ def test_pairs_alone_make_a_category_trainable(category_copy):
 
 
 def test_ratings_too_close_for_the_rating_gap_say_what_to_do(category_copy, tmp_path):
-    """data.min_rating_gap 2 with every clip rated 4 or 5: no pair forms; the check and the trainer
-    say so in one sentence, and a labelled explicit pair is still enough."""
+    """data.min_rating_gap 2 (tiny's) with every clip rated 4 or 5: no pair forms; the check and the
+    trainer say so in one sentence, and a labelled explicit pair is still enough."""
     meta = read_meta(category_copy)
     meta["scores"] = {name: 4 + i % 2 for i, name in enumerate(sorted(meta["scores"]))}
     write_meta(category_copy, meta)
@@ -157,7 +157,7 @@ def test_ratings_too_close_for_the_rating_gap_say_what_to_do(category_copy, tmp_
         f"No two clips of {category_copy.name} are rated 2 or more apart, so no preference pair forms at data.min_rating_gap 2; "
         "rate the best and the worst clips further apart, or set data.min_rating_gap to 1."
     )]  # fmt: skip
-    assert not [p for p in check_category(category_copy, tiny_config().data) if p.level == "error"]  # at 1 the 5-4 pairs form
+    assert not [p for p in check_category(category_copy, load_config("tiny", ["data.min_rating_gap=1"]).data) if p.level == "error"]  # at 1 the 5-4 pairs form
     with pytest.raises(HuviError, match=r"No preference pairs to train on in clip mode; give at least two clips ratings 2 or more apart \(data.min_rating_gap\)"):
         train(cfg, category_copy, tmp_path / "run", show_progress=False)
     assert not (tmp_path / "run").exists()

@@ -36,7 +36,7 @@ def test_equal_scores_never_pair():
 
 
 def test_a_rating_gap_leaves_out_the_close_ratings_and_keeps_explicit_pairs():
-    """data.min_rating_gap 2 (the demo preset's): 4-vs-5 and 1-vs-2 pairs say more about rating noise."""
+    """data.min_rating_gap 2 (the CPU presets'): 4-vs-5 and 1-vs-2 pairs say more about rating noise."""
     pairs = form_pairs(SCORES, seed=0, min_gap=2)
     assert {(p.winner, p.loser) for p in pairs} == {w_l for w_l in distinct_score_pairs(SCORES) if SCORES[w_l[0]] - SCORES[w_l[1]] >= 2}
     assert len(pairs) == 14 - 6  # 5-4, 4-3 twice, 3-2 twice and 2-1 are 1 apart
@@ -44,7 +44,8 @@ def test_a_rating_gap_leaves_out_the_close_ratings_and_keeps_explicit_pairs():
     assert Pair("e.mp4", "a.mp4") in form_pairs(SCORES, seed=0, explicit=explicit, min_gap=4)
     with pytest.raises(HuviError, match="data.min_rating_gap must be from 1 to 4"):
         load_config("tiny", ["data.min_rating_gap=0"])
-    assert load_config("demo").data.min_rating_gap == 2 and load_config("tiny").data.min_rating_gap == 1
+    assert load_config("demo").data.min_rating_gap == load_config("tiny").data.min_rating_gap == 2
+    assert load_config("sd15-24gb").data.min_rating_gap == 1  # HuViDPO's any two different ratings, unmeasured on real models
 
 
 def test_order_is_fixed_by_the_seed_alone():

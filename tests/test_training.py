@@ -218,12 +218,15 @@ def test_active_adapters_restores_after_an_error(two_adapter_unet):
 
 
 # evaluation --------------------------------------------------------------------------------------
-def test_evaluate_run_scores_every_distinct_score_pair(trained_run):
+def test_evaluate_run_scores_every_pair_at_the_run_s_rating_gap(trained_run):
     scores = evaluate_run(trained_run.root, trained_run.category, samples=2, show_progress=False)
-    assert scores.pairs == len(distinct_score_pairs(read_meta(trained_run.category)["scores"])) == 13
+    ratings, gap = read_meta(trained_run.category)["scores"], trained_run.cfg.data.min_rating_gap
+    far = [(w, l) for w, l in distinct_score_pairs(ratings) if ratings[w] - ratings[l] >= gap]
+    assert (gap, len(distinct_score_pairs(ratings))) == (2, 13)  # tiny's gap: the 5-4 and 2-1 pairs are left out
+    assert scores.pairs == len(far) == 9
     assert 0.0 <= scores.accuracy <= 1.0
     assert math.isfinite(scores.reward_margin) and scores.reward_margin != 0.0
-    assert scores.as_dict()["pairs"] == 13
+    assert scores.as_dict()["pairs"] == 9
 
 
 def test_an_untrained_dpo_adapter_scores_exactly_chance(trained_run):
