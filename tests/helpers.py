@@ -43,11 +43,11 @@ def at_tiny_size(motion_steps: int = 2, dpo_steps: int = 3, tiny_preset: str = "
     (`tiny_preset`): the tiny model, its clip size and frame count, a few steps with a checkpoint
     after each, two sampling steps, and bf16 (what `precision: auto` picks on a GPU; fp32 on a CPU).
     Everything else stays the preset's own: 8-bit AdamW, gradient checkpointing, its attention,
-    adapter targets, ranks and dropout, learning rates and beta."""
+    adapter targets, ranks and dropout, learning rates and beta, and how its pairs form."""
     tiny = read_preset(tiny_preset)
     return [
         "model.source=tiny",
-        *(f"data.{key}={value}" for key, value in tiny["data"].items()),
+        *(f"data.{key}={value}" for key, value in tiny["data"].items() if key not in ("min_rating_gap", "holdout")),
         f"motion.steps={motion_steps}",
         f"dpo.steps={dpo_steps}",
         "motion.checkpoint_every=1",

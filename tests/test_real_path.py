@@ -75,6 +75,7 @@ def test_at_tiny_size_a_gpu_preset_keeps_its_own_settings(preset):
     assert small.model.gradient_checkpointing and small.model.attention == "sparse_causal"
     assert small.motion.adapter == real.motion.adapter and small.dpo.adapter == real.dpo.adapter
     assert (small.dpo.beta, small.dpo.learning_rate, small.motion.learning_rate) == (real.dpo.beta, real.dpo.learning_rate, real.motion.learning_rate)
+    assert small.data.min_rating_gap == real.data.min_rating_gap == 1  # how pairs form is the preset's, not tiny's 2
 
 
 def test_a_gpu_preset_trains_in_bf16_with_checkpointing_and_8bit_adamw(real_run):
