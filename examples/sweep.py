@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from huvi.config import PAIR_SETTINGS
+
 MOTION_SETTINGS = ("seed", "precision", "model", "data", "motion", "optim")  # what a motion stage's result depends on
-# ... but for these data settings, which only form the DPO stage's pairs: a sweep over them (or over
-# any dpo.* setting) reuses the motion stage
-PAIR_SETTINGS = ("holdout", "min_rating_gap")
+# ... but for data's PAIR_SETTINGS: a sweep over them (or over any dpo.* setting) reuses the motion stage
 
 
 def motion_overrides(overrides: list[str]) -> list[str]:

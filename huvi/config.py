@@ -79,6 +79,9 @@ class DataConfig:
         _check(1 <= self.min_rating_gap <= 4, f"data.min_rating_gap must be from 1 to 4 (ratings are 1-5), not {self.min_rating_gap}.")
 
 
+PAIR_SETTINGS = ("holdout", "min_rating_gap")  # the data settings that decide only which preference pairs form
+
+
 @dataclass
 class AdapterConfig:
     rank: int = 16  # LoRA rank r

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from huvi.config import HuviConfig, load_config, read_preset
+from huvi.config import PAIR_SETTINGS, HuviConfig, load_config, read_preset
 from huvi.gpu_lock import busy_subject
 from huvi.io import write_safetensors
 from huvi.synthetic import moving_square
@@ -47,7 +47,7 @@ def at_tiny_size(motion_steps: int = 2, dpo_steps: int = 3, tiny_preset: str = "
     tiny = read_preset(tiny_preset)
     return [
         "model.source=tiny",
-        *(f"data.{key}={value}" for key, value in tiny["data"].items() if key not in ("min_rating_gap", "holdout")),
+        *(f"data.{key}={value}" for key, value in tiny["data"].items() if key not in PAIR_SETTINGS),
         f"motion.steps={motion_steps}",
         f"dpo.steps={dpo_steps}",
         "motion.checkpoint_every=1",
